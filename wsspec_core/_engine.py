@@ -1,0 +1,7 @@
+"""The engine. (Interface stub.)"""
+
+from __future__ import annotations
+
+
+class Engine:
+    pass

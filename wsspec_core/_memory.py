@@ -1,0 +1,7 @@
+"""The in-memory storage backend. (Interface stub.)"""
+
+from __future__ import annotations
+
+
+class MemoryStorage:
+    pass

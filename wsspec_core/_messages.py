@@ -1,0 +1,191 @@
+"""The messages of the WebSocketSpec wire protocol, as frozen value classes.
+
+Inbound messages (client to server) are what :func:`wsspec_core.decode` returns after the
+envelope has been checked; they still carry the client's raw option values, which the engine
+validates against the resolved entity (docs/protocol.md "Validation order").  Outbound
+messages are what the engine asks an adapter to send; :func:`wsspec_core.encode` turns them
+into one JSON text frame each.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+#: A message id as the client sent it. Strings are the norm; numbers are echoed back as is.
+MessageId = str | int
+#: A ``record_id`` as the client sent it, before coercion to the key column's type.
+RecordId = str | int
+
+
+class MessageType(enum.Enum):
+    REQUEST = "request"
+    SUBSCRIPTION = "subscription"
+    PING = "ping"
+    RESPONSE = "response"
+    NOTIFICATION = "notification"
+    PONG = "pong"
+
+
+class Operation(enum.Enum):
+    READ = "read"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    META = "meta"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+#: The operations a ``type: "request"`` message may carry.
+REQUEST_OPERATIONS = frozenset(
+    {Operation.READ, Operation.CREATE, Operation.UPDATE, Operation.DELETE, Operation.META}
+)
+#: The operations a ``type: "subscription"`` message may carry.
+SUBSCRIPTION_OPERATIONS = frozenset({Operation.SUBSCRIBE, Operation.UNSUBSCRIBE})
+#: The write operations: the ones that notify subscribers.
+WRITE_OPERATIONS = frozenset({Operation.CREATE, Operation.UPDATE, Operation.DELETE})
+
+
+# --- query options, as the client wrote them ------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class FilterSpec:
+    """One filter as written on the wire; validated and coerced by the engine."""
+
+    column: str
+    operator: str
+    value: Any = None
+    #: ``"AND"`` or ``"OR"`` (any case): ``"OR"`` joins this filter to the one before it.
+    logic_operator: str = "AND"
+
+
+@attrs.frozen(kw_only=True)
+class SortSpec:
+    column: str
+    #: ``"asc"`` or ``"desc"``, any case.
+    direction: str = "asc"
+
+
+@attrs.frozen(kw_only=True)
+class PreloadSpec:
+    #: A relation name, or a dotted path of relation names (``"posts.user"``).
+    relation: str
+    #: Columns of the related records to return; ``None`` means all.
+    columns: tuple[str, ...] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QueryOptions:
+    filters: tuple[FilterSpec, ...] = ()
+    #: ``None``: every column. Otherwise exactly these columns.
+    columns: tuple[str, ...] | None = None
+    omit_columns: tuple[str, ...] = ()
+    preload: tuple[PreloadSpec, ...] = ()
+    sort: tuple[SortSpec, ...] = ()
+    limit: int | None = None
+    offset: int | None = None
+
+
+# --- client to server --------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """``type: "request"``: read, create, update, delete or meta."""
+
+    id: MessageId
+    operation: Operation
+    #: Empty only for ``meta`` without an entity (list the registered entities).
+    entity: str
+    schema: str | None = None
+    record_id: RecordId | None = None
+    #: create: a dict or a list of dicts; update: a dict; otherwise ``None``.
+    data: Any = None
+    options: QueryOptions = QueryOptions()
+
+
+@attrs.frozen(kw_only=True)
+class Subscribe:
+    """``type: "subscription", operation: "subscribe"``."""
+
+    id: MessageId
+    entity: str
+    schema: str | None = None
+    options: QueryOptions = QueryOptions()
+
+
+@attrs.frozen(kw_only=True)
+class Unsubscribe:
+    """``type: "subscription", operation: "unsubscribe"``."""
+
+    id: MessageId
+    subscription_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Ping:
+    id: MessageId | None = None
+
+
+InboundMessage = Request | Subscribe | Unsubscribe | Ping
+
+
+# --- server to client --------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    """``type: "response"``. ``id`` is ``""`` when the request's id could not be read."""
+
+    id: MessageId
+    success: bool
+    #: RFC 3339, UTC, ending in ``Z``.
+    timestamp: str
+    data: Any = None
+    error: ErrorInfo | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Notification:
+    operation: Operation
+    subscription_id: str
+    schema: str
+    entity: str
+    data: Any
+    timestamp: str
+
+
+@attrs.frozen(kw_only=True)
+class Pong:
+    id: MessageId | None
+    timestamp: str
+
+
+OutboundMessage = Response | Notification | Pong
+
+
+@attrs.frozen(kw_only=True)
+class DecodeError:
+    """A frame that :func:`wsspec_core.decode` could not turn into a message.
+
+    ``id`` is whatever id could be read (``""`` if none).  ``entity_ref`` is set when the
+    error was found after the entity had been read (record id, data or options): the
+    engine resolves that entity first, so that an unknown entity is reported as
+    ``model_not_found`` before anything about options (docs/protocol.md "Validation order").
+    """
+
+    id: MessageId
+    error: ErrorInfo
+    entity_ref: tuple[str | None, str] | None = None
