@@ -1,7 +1,929 @@
-"""The engine. (Interface stub.)"""
+"""The WebSocketSpec engine: events in, actions out.
+
+Theory of operation
+-------------------
+Each connection keeps its received messages as a list of *runs*, in arrival order. A run
+is one request working its way through its steps (``before_handle`` hooks, the operation's
+before-hooks, one storage operation, its after-hooks, the response). Every step that needs
+IO is an action with an id the engine allocated (``RunStorage.operation_id``,
+``RunHooks.call_id``); the matching ``...Completed``/``...Failed`` event resumes the run.
+When no hook is registered for a step, the step is skipped within the same ``handle``.
+
+Scheduling (docs/protocol.md "Order"): consecutive reads of a connection run together, up to
+``Limits.max_in_flight``; a write or a subscription change starts only when every run before
+it has finished, and nothing after it starts until it has. Responses leave strictly in
+arrival order: a finished run waits for the runs before it. So a client that pipelines a
+create and a read of the same row sees the row, and each client's responses come back in
+request order.
+
+Notifications are routed when a write *commits* (its ``StorageCompleted`` arrives), to the
+subscriptions live at that moment, so every subscription sees changes in commit order.
+The writing connection's own notifications are held back until its response has gone out
+(docs/protocol.md "Subscriptions and notifications").
+
+An exception escaping :meth:`Engine.handle` is a bug in wsspec_core (or an adapter handing
+it an event that names an id it never issued); every mistake of a client becomes an error
+response or a close action.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import attrs
+
+from ._actions import (
+    AcceptConnection,
+    Action,
+    CloseConnection,
+    PauseReading,
+    RejectConnection,
+    ResumeReading,
+    RunHooks,
+    RunStorage,
+    Send,
+    SendPing,
+)
+from ._codec import decode, format_timestamp
+from ._config import Limits
+from ._entities import Entity, EntityRegistry, ResolutionError
+from ._events import (
+    ChangeCommitted,
+    ConnectionClosed,
+    ConnectionOpened,
+    Event,
+    HooksCompleted,
+    HooksFailed,
+    MessageReceived,
+    OutboundQueueFull,
+    PongReceived,
+    ShutdownRequested,
+    StorageCompleted,
+    StorageFailed,
+    TimePassed,
+)
+from ._filters import compile_filters
+from ._hooks import OPERATION_HOOKS, HookContext, HookRegistry, HookType, RequestInfo
+from ._messages import (
+    WRITE_OPERATIONS,
+    DecodeError,
+    ErrorInfo,
+    MessageId,
+    Notification,
+    Operation,
+    Ping,
+    Pong,
+    QueryOptions,
+    Request,
+    Response,
+    Subscribe,
+    Unsubscribe,
+)
+from ._options import coerce_key, coerce_record, compile_read, compile_selection
+from ._query import (
+    Create,
+    Delete,
+    InvalidRequest,
+    ListResult,
+    ReadList,
+    ReadOne,
+    Row,
+    StorageError,
+    StorageErrorKind,
+    StorageOperation,
+    Update,
+)
+from ._subscriptions import Subscription, SubscriptionIndex
+
+# WebSocket close codes (RFC 6455 section 7.4.1).
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+#: The error code of a failed storage operation, by operation (docs/protocol.md "Errors").
+_STORAGE_ERROR_CODES: dict[Operation, str] = {
+    Operation.READ: "read_error",
+    Operation.CREATE: "create_error",
+    Operation.UPDATE: "update_error",
+    Operation.DELETE: "delete_error",
+}
+
+
+class _ConnState(enum.Enum):
+    OPENING = "opening"  # before_connect hooks running
+    OPEN = "open"
+    CLOSING = "closing"  # we sent CloseConnection; waiting for ConnectionClosed
+
+
+class _RunKind(enum.Enum):
+    DONE = "done"  # answered on arrival (errors, ping)
+    SHARED = "shared"  # reads and meta: may run alongside other shared runs
+    EXCLUSIVE = "exclusive"  # writes and subscription changes: run alone
+
+
+@attrs.define(eq=False)
+class _Run:
+    """One received message on its way to a response."""
+
+    conn: _Connection
+    kind: _RunKind
+    message: Request | Subscribe | Unsubscribe | None = None
+    entity: Entity | None = None
+    started: bool = False
+    response: Response | Pong | None = None
+    #: What the steps read and hooks may change.
+    options: QueryOptions = QueryOptions()
+    data: Any = None
+    record_id: Any = None
+    result: Any = None
+    metadata: dict[str, Any] | None = None
+    subscription_id: str | None = None
+    context: HookContext | None = None
+    hooks_ran: bool = False
+    #: The validated storage operation (read) or the coerced key/data (writes).
+    key: Any = None
+    #: Set when a write of this run committed: the response releases held notifications.
+    committed: bool = False
+
+
+@attrs.define(eq=False)
+class _Connection:
+    id: Hashable
+    request: RequestInfo
+    state: _ConnState
+    metadata: dict[str, Any] = attrs.Factory(dict)
+    runs: list[_Run] = attrs.Factory(list)
+    in_flight: int = 0
+    paused: bool = False
+    #: Re-entrancy guard of `Engine._pump` (a run may finish while runs are being started).
+    pumping: bool = False
+    repump: bool = False
+    subscriptions: dict[str, Subscription] = attrs.Factory(dict)
+    #: Notifications held until this connection's pending write response has been sent.
+    held: list[Notification] | None = None
+    last_seen: float = 0.0
+    ping_sent_at: float | None = None
+    tokens: float = 0.0
+    tokens_at: float = 0.0
+
+
+_Continuation = Callable[[], None]
+
 
 class Engine:
-    pass
+    """The sans-IO WebSocketSpec server engine. See docs/core.md.
+
+    ``handle(event)`` returns the complete list of actions the event causes, with the
+    engine's state already updated. Not thread-safe: call it from one thread (the event
+    loop's); storage operations and hooks may run anywhere and report back through it.
+    """
+
+    def __init__(
+        self,
+        registry: EntityRegistry,
+        *,
+        hooks: HookRegistry | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        registry.validate()
+        self.registry = registry
+        self.hooks = hooks if hooks is not None else HookRegistry()
+        self.limits = limits if limits is not None else Limits()
+        self._connections: dict[Hashable, _Connection] = {}
+        self._subscriptions = SubscriptionIndex()
+        self._next_id = 0
+        self._storage_pending: dict[int, _Run] = {}
+        self._hooks_pending: dict[int, tuple[_Run | None, HookContext, _Continuation]] = {}
+        self._out: list[Action] = []
+        self._now = 0.0
+        self._shutting_down = False
+        self._next_sweep: float | None = None
+
+    # --- public surface ----------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted and not yet closed."""
+        return sum(1 for c in self._connections.values() if c.state is _ConnState.OPEN)
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
+    def connection_metadata(self, connection_id: Hashable) -> dict[str, Any] | None:
+        """The metadata dictionary hooks see for this connection, if it is open."""
+        conn = self._connections.get(connection_id)
+        return conn.metadata if conn is not None else None
+
+    def next_deadline(self) -> float | None:
+        """When to send ``TimePassed`` next (same clock as the events' ``now``), or None."""
+        return self._next_sweep
+
+    def handle(self, event: Event) -> list[Action]:
+        """Apply ``event``; return the actions it causes, in the order to carry them out."""
+        self._out = []
+        self._now = event.now
+        handler = self._HANDLERS[type(event)]
+        handler(self, event)
+        out, self._out = self._out, []
+        return out
+
+    # --- connection lifecycle ----------------------------------------------------
+
+    def _on_opened(self, event: ConnectionOpened) -> None:
+        if event.connection_id in self._connections:
+            raise ValueError(f"connection id {event.connection_id!r} is already open")
+        if self._shutting_down:
+            self._out.append(
+                RejectConnection(
+                    connection_id=event.connection_id, status=503, reason="server shutting down"
+                )
+            )
+            return
+        conn = _Connection(id=event.connection_id, request=event.request, state=_ConnState.OPENING)
+        conn.last_seen = conn.tokens_at = event.now
+        conn.tokens = float(self.limits.rate_burst)
+        self._connections[conn.id] = conn
+        context = self._connection_context(conn, HookType.BEFORE_CONNECT)
+        self._call_hooks(None, HookType.BEFORE_CONNECT, context, lambda: self._accept(conn))
+
+    def _accept(self, conn: _Connection) -> None:
+        if conn.state is not _ConnState.OPENING:  # closed while before_connect ran
+            return
+        conn.state = _ConnState.OPEN
+        conn.last_seen = self._now
+        self._out.append(AcceptConnection(connection_id=conn.id))
+        self._schedule_sweep()
+        context = self._connection_context(conn, HookType.AFTER_CONNECT)
+        self._call_hooks(None, HookType.AFTER_CONNECT, context, lambda: None)
+
+    def _connection_context(self, conn: _Connection, hook_type: HookType) -> HookContext:
+        return HookContext(
+            hook_type=hook_type,
+            connection_id=conn.id,
+            metadata=conn.metadata,
+            request_info=conn.request,
+        )
+
+    def _on_closed(self, event: ConnectionClosed) -> None:
+        conn = self._connections.pop(event.connection_id, None)
+        if conn is None:
+            return
+        was_open = conn.state is not _ConnState.OPENING
+        self._drop(conn)
+        if was_open:
+            context = self._connection_context(conn, HookType.BEFORE_DISCONNECT)
+            after = self._connection_context(conn, HookType.AFTER_DISCONNECT)
+            self._call_hooks(
+                None,
+                HookType.BEFORE_DISCONNECT,
+                context,
+                lambda: self._call_hooks(None, HookType.AFTER_DISCONNECT, after, lambda: None),
+            )
+        self._schedule_sweep()
+
+    def _drop(self, conn: _Connection) -> None:
+        """Forget everything of a connection that is closing or closed.
+
+        Runs already executing keep their storage operation: a write still commits and is
+        still notified to others; only the answer to this connection is dropped.
+        """
+        conn.state = _ConnState.CLOSING
+        for subscription_id in list(conn.subscriptions):
+            self._subscriptions.remove(subscription_id)
+        conn.subscriptions.clear()
+        conn.runs = [run for run in conn.runs if run.started and run.response is None]
+        conn.held = None
+
+    def _close(self, conn: _Connection, code: int, reason: str) -> None:
+        if conn.state is _ConnState.CLOSING:
+            return
+        self._flush(conn)
+        self._drop(conn)
+        self._out.append(CloseConnection(connection_id=conn.id, code=code, reason=reason))
+
+    def _on_queue_full(self, event: OutboundQueueFull) -> None:
+        conn = self._connections.get(event.connection_id)
+        if conn is not None and conn.state is _ConnState.OPEN:
+            self._close(conn, CLOSE_POLICY_VIOLATION, "outbound queue full: client is not reading")
+
+    def _on_pong(self, event: PongReceived) -> None:
+        conn = self._connections.get(event.connection_id)
+        if conn is not None:
+            conn.last_seen = event.now
+            conn.ping_sent_at = None
+
+    def _on_time(self, event: TimePassed) -> None:
+        if self._next_sweep is None or event.now < self._next_sweep:
+            return
+        interval = self.limits.keepalive_interval
+        if interval is not None:
+            for conn in list(self._connections.values()):
+                if conn.state is not _ConnState.OPEN:
+                    continue
+                if conn.ping_sent_at is not None:
+                    if event.now - conn.ping_sent_at >= self.limits.keepalive_timeout:
+                        self._close(conn, CLOSE_INTERNAL_ERROR, "keepalive timeout")
+                elif event.now - conn.last_seen >= interval:
+                    conn.ping_sent_at = event.now
+                    self._out.append(SendPing(connection_id=conn.id))
+        self._next_sweep = None
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        """Keepalive runs as a periodic sweep: precise to half the shorter period, and
+        one timer for the whole engine rather than one per connection."""
+        interval = self.limits.keepalive_interval
+        if interval is None or not self._connections:
+            self._next_sweep = None
+            return
+        if self._next_sweep is None:
+            period = min(interval, self.limits.keepalive_timeout) / 2
+            self._next_sweep = self._now + period
+
+    def _on_shutdown(self, event: ShutdownRequested) -> None:
+        self._shutting_down = True
+        for conn in list(self._connections.values()):
+            if conn.state is _ConnState.OPENING:
+                conn.state = _ConnState.CLOSING
+                self._out.append(
+                    RejectConnection(
+                        connection_id=conn.id, status=503, reason="server shutting down"
+                    )
+                )
+            elif conn.state is _ConnState.OPEN:
+                if not conn.paused:
+                    conn.paused = True
+                    self._out.append(PauseReading(connection_id=conn.id))
+                self._close_if_idle(conn)
+
+    def _close_if_idle(self, conn: _Connection) -> None:
+        if self._shutting_down and conn.state is _ConnState.OPEN and not conn.runs:
+            self._close(conn, CLOSE_GOING_AWAY, "server shutting down")
+
+    # --- receiving requests ------------------------------------------------------
+
+    def _on_message(self, event: MessageReceived) -> None:
+        conn = self._connections.get(event.connection_id)
+        if conn is None or conn.state is not _ConnState.OPEN or self._shutting_down:
+            return  # late frames of a closing connection, or after shutdown: not taken
+        conn.last_seen = event.now
+        conn.ping_sent_at = None
+        if len(event.data) > self.limits.max_message_bytes:
+            self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
+            return
+        run = self._admit(conn, event.data)
+        conn.runs.append(run)
+        if len(conn.runs) >= self.limits.max_in_flight + self.limits.max_queued and not conn.paused:
+            conn.paused = True
+            self._out.append(PauseReading(connection_id=conn.id))
+        self._pump(conn)
+
+    def _rate_limited(self, conn: _Connection) -> bool:
+        rate = self.limits.rate_limit
+        if rate is None:
+            return False
+        burst = float(self.limits.rate_burst)
+        conn.tokens = min(burst, conn.tokens + (self._now - conn.tokens_at) * rate)
+        conn.tokens_at = self._now
+        if conn.tokens < 1.0:
+            return True
+        conn.tokens -= 1.0
+        return False
+
+    def _admit(self, conn: _Connection, data: str | bytes) -> _Run:
+        """Decode and validate a message into a run; mistakes become finished runs."""
+        message = decode(data)
+        if isinstance(message, DecodeError):
+            error = message.error
+            if message.entity_ref is not None:
+                resolved = self.registry.resolve(*message.entity_ref)
+                if isinstance(resolved, ResolutionError):
+                    error = _not_found_error(resolved)
+            return self._answered(conn, message.id, error)
+        if isinstance(message, Ping):
+            return _Run(
+                conn,
+                _RunKind.DONE,
+                response=Pong(id=message.id, timestamp=format_timestamp(self._now)),
+            )
+        if self._rate_limited(conn):
+            return self._answered(
+                conn, message.id, ErrorInfo(code="rate_limited", message="too many requests")
+            )
+        try:
+            return self._validate(conn, message)
+        except InvalidRequest as exc:
+            return self._answered(conn, message.id, exc.error)
+
+    def _answered(self, conn: _Connection, message_id: MessageId, error: ErrorInfo) -> _Run:
+        return _Run(conn, _RunKind.DONE, response=self._error_response(message_id, error))
+
+    def _resolve(self, schema: str | None, name: str) -> Entity:
+        resolved = self.registry.resolve(schema, name)
+        if isinstance(resolved, ResolutionError):
+            error = _not_found_error(resolved)
+            raise InvalidRequest(error.code, error.message, error.details)
+        return resolved
+
+    def _validate(self, conn: _Connection, message: Request | Subscribe | Unsubscribe) -> _Run:
+        if isinstance(message, Unsubscribe):
+            run = _Run(conn, _RunKind.EXCLUSIVE, message)
+            run.subscription_id = message.subscription_id
+            return run
+        if isinstance(message, Subscribe):
+            entity = self._resolve(message.schema, message.entity)
+            compile_filters(entity, message.options.filters)
+            return _Run(conn, _RunKind.EXCLUSIVE, message, entity, options=message.options)
+        if message.operation is Operation.META and not message.entity:
+            return _Run(conn, _RunKind.SHARED, message)
+        entity = self._resolve(message.schema, message.entity)
+        run = _Run(conn, _RunKind.SHARED, message, entity, options=message.options)
+        if message.operation in WRITE_OPERATIONS:
+            run.kind = _RunKind.EXCLUSIVE
+            run.data = _copy_data(message.data)
+        run.record_id = message.record_id
+        self._check(run)
+        return run
+
+    def _check(self, run: _Run) -> None:
+        """Validate what the steps will use; raises InvalidRequest. Runs on arrival and
+        again after before-hooks (which may have changed options, data or record id)."""
+        assert isinstance(run.message, Request) and run.entity is not None
+        entity = run.entity
+        operation = run.message.operation
+        if operation is Operation.META:
+            return
+        if operation is Operation.READ and run.record_id is None:
+            run.key = compile_read(entity, run.options, self.registry, self.limits)
+            return
+        filters = compile_filters(entity, run.options.filters)
+        if operation is Operation.CREATE:
+            records = run.data if isinstance(run.data, list) else [run.data]
+            if not records:
+                raise InvalidRequest("invalid_message", "create needs at least one record")
+            if len(records) > self.limits.max_batch_size:
+                raise InvalidRequest(
+                    "invalid_message",
+                    f"a batch create holds at most {self.limits.max_batch_size} records",
+                )
+            rows = tuple(coerce_record(entity, record, partial=False) for record in records)
+            run.key = Create(entity=entity, rows=rows)
+            return
+        key = coerce_key(entity, run.record_id)
+        if operation is Operation.READ:
+            selection = compile_selection(entity, run.options, self.registry)
+            run.key = ReadOne(entity=entity, key=key, filters=filters, selection=selection)
+        elif operation is Operation.UPDATE:
+            changes = coerce_record(entity, run.data, partial=True)
+            run.key = Update(entity=entity, key=key, changes=changes, filters=filters)
+        else:
+            run.key = Delete(entity=entity, key=key, filters=filters)
+
+    # --- scheduling --------------------------------------------------------------
+
+    def _pump(self, conn: _Connection) -> None:
+        """Start every run that may start now, in order; then send what is finished.
+
+        Starting a run can finish it at once (no hooks to call), which asks for another
+        pump; that request is noted and served by the loop here instead of recursing.
+        """
+        if conn.pumping:
+            conn.repump = True
+            return
+        conn.pumping = True
+        try:
+            while conn.state is _ConnState.OPEN:
+                conn.repump = False
+                self._start_ready(conn)
+                self._flush(conn)
+                if not conn.repump:
+                    break
+        finally:
+            conn.pumping = False
+
+    def _start_ready(self, conn: _Connection) -> None:
+        limit = self.limits.max_in_flight
+        unfinished_before = False
+        for run in list(conn.runs):
+            if run.started or run.kind is _RunKind.DONE:
+                if run.kind is _RunKind.EXCLUSIVE and run.response is None:
+                    return  # nothing starts while an exclusive run is unfinished
+                unfinished_before = unfinished_before or run.response is None
+                continue
+            if run.kind is _RunKind.EXCLUSIVE:
+                if unfinished_before:
+                    return
+            elif conn.in_flight >= limit:
+                return
+            run.started = True
+            conn.in_flight += 1
+            self._start(run)
+            if conn.state is not _ConnState.OPEN:
+                return
+            unfinished_before = unfinished_before or run.response is None
+            if run.kind is _RunKind.EXCLUSIVE and run.response is None:
+                return
+
+    def _flush(self, conn: _Connection) -> None:
+        """Send the finished responses at the head of the connection's runs, in order."""
+        if conn.state is not _ConnState.OPEN:
+            return
+        sent = 0
+        for run in conn.runs:
+            if run.response is None:
+                break
+            sent += 1
+            self._out.append(Send(connection_id=conn.id, message=run.response))
+            if run.committed and conn.held is not None:
+                for notification in conn.held:
+                    self._out.append(Send(connection_id=conn.id, message=notification))
+                conn.held = None
+        if sent:
+            del conn.runs[:sent]
+            low_water = (self.limits.max_in_flight + self.limits.max_queued) // 2
+            if conn.paused and not self._shutting_down and len(conn.runs) <= low_water:
+                conn.paused = False
+                self._out.append(ResumeReading(connection_id=conn.id))
+            self._close_if_idle(conn)
+
+    def _finish(self, run: _Run, response: Response) -> None:
+        run.response = response
+        conn = run.conn
+        if run.started:
+            conn.in_flight -= 1
+        if conn.state is _ConnState.OPEN:
+            self._pump(conn)
+
+    def _succeed(self, run: _Run, data: Any, metadata: dict[str, Any] | None = None) -> None:
+        assert run.message is not None
+        response = Response(
+            id=run.message.id,
+            success=True,
+            timestamp=format_timestamp(self._now),
+            data=data,
+            metadata=metadata,
+        )
+        self._finish(run, response)
+
+    def _fail(self, run: _Run, error: ErrorInfo) -> None:
+        assert run.message is not None
+        self._finish(run, self._error_response(run.message.id, error))
+
+    def _error_response(self, message_id: MessageId, error: ErrorInfo) -> Response:
+        return Response(
+            id=message_id, success=False, timestamp=format_timestamp(self._now), error=error
+        )
+
+    # --- hooks -------------------------------------------------------------------
+
+    def _call_hooks(
+        self,
+        run: _Run | None,
+        hook_type: HookType,
+        context: HookContext,
+        then: _Continuation,
+    ) -> None:
+        hooks = self.hooks.get(hook_type)
+        if not hooks:
+            then()
+            return
+        self._next_id += 1
+        call_id = self._next_id
+        context.hook_type = hook_type
+        self._hooks_pending[call_id] = (run, context, then)
+        self._out.append(
+            RunHooks(call_id=call_id, hook_type=hook_type, hooks=hooks, context=context)
+        )
+
+    def _run_hooks(self, run: _Run, hook_type: HookType, then: _Continuation) -> None:
+        """Call the hooks of ``hook_type`` for a request run, with its context in sync."""
+        if not self.hooks.get(hook_type):
+            then()
+            return
+        context = run.context
+        if context is None:
+            assert run.message is not None
+            operation = (
+                run.message.operation
+                if isinstance(run.message, Request)
+                else Operation.SUBSCRIBE
+                if isinstance(run.message, Subscribe)
+                else Operation.UNSUBSCRIBE
+            )
+            context = run.context = HookContext(
+                hook_type=hook_type,
+                connection_id=run.conn.id,
+                metadata=run.conn.metadata,
+                request_info=run.conn.request,
+                message_id=run.message.id,
+                operation=operation,
+                entity=run.entity,
+            )
+        context.options = run.options
+        context.data = run.data
+        context.record_id = run.record_id
+        context.result = run.result
+        context.subscription_id = run.subscription_id
+        run.hooks_ran = True
+
+        def resume() -> None:
+            if run.conn.state is not _ConnState.OPEN and not run.committed:
+                return  # the client left while its hooks ran: stop before any write
+            run.options = context.options
+            run.data = context.data
+            run.record_id = context.record_id
+            run.result = context.result
+            then()
+
+        self._call_hooks(run, hook_type, context, resume)
+
+    def _on_hooks_completed(self, event: HooksCompleted) -> None:
+        _run, _context, then = self._hooks_pending.pop(event.call_id)
+        then()
+
+    def _on_hooks_failed(self, event: HooksFailed) -> None:
+        run, context, _then = self._hooks_pending.pop(event.call_id)
+        if run is not None:
+            self._fail(run, event.error)
+            return
+        if context.hook_type is HookType.BEFORE_CONNECT:
+            conn = self._connections.get(context.connection_id)
+            if conn is not None and conn.state is _ConnState.OPENING:
+                del self._connections[conn.id]
+                self._out.append(
+                    RejectConnection(
+                        connection_id=conn.id, status=event.status, reason=event.error.message
+                    )
+                )
+                self._schedule_sweep()
+        # after_connect and disconnect hooks cannot change anything any more: their
+        # failures are the adapter's to log.
+
+    # --- running requests --------------------------------------------------------
+
+    def _start(self, run: _Run) -> None:
+        self._run_hooks(run, HookType.BEFORE_HANDLE, lambda: self._before_operation(run))
+
+    def _before_operation(self, run: _Run) -> None:
+        message = run.message
+        if isinstance(message, Unsubscribe):
+            if message.subscription_id not in run.conn.subscriptions:
+                self._fail(
+                    run,
+                    ErrorInfo(
+                        code="subscription_not_found",
+                        message=f"Subscription not found: {message.subscription_id}",
+                    ),
+                )
+                return
+            self._run_hooks(run, HookType.BEFORE_UNSUBSCRIBE, lambda: self._unsubscribe(run))
+            return
+        if isinstance(message, Subscribe):
+            if len(run.conn.subscriptions) >= self.limits.max_subscriptions_per_connection:
+                limit = self.limits.max_subscriptions_per_connection
+                self._fail(
+                    run,
+                    ErrorInfo(
+                        code="subscription_limit",
+                        message=f"a connection may hold at most {limit} subscriptions",
+                        details={"limit": limit},
+                    ),
+                )
+                return
+            self._run_hooks(run, HookType.BEFORE_SUBSCRIBE, lambda: self._subscribe(run))
+            return
+        assert isinstance(message, Request)
+        if message.operation is Operation.META:
+            self._meta(run)
+            return
+        before, _after = OPERATION_HOOKS[message.operation]
+        self._run_hooks(run, before, lambda: self._storage(run))
+
+    def _storage(self, run: _Run) -> None:
+        if run.conn.state is not _ConnState.OPEN:
+            return
+        if run.hooks_ran:
+            try:
+                self._check(run)
+            except InvalidRequest as exc:
+                self._fail(run, exc.error)
+                return
+        operation: StorageOperation = run.key
+        self._next_id += 1
+        self._storage_pending[self._next_id] = run
+        self._out.append(RunStorage(operation_id=self._next_id, operation=operation))
+
+    def _on_storage_completed(self, event: StorageCompleted) -> None:
+        run = self._storage_pending.pop(event.operation_id)
+        assert isinstance(run.message, Request) and run.entity is not None
+        operation = run.message.operation
+        entity = run.entity
+        result = event.result
+        if operation is Operation.READ:
+            if run.conn.state is not _ConnState.OPEN:
+                return
+            if isinstance(result, ListResult):
+                query = run.key
+                assert isinstance(query, ReadList)
+                metadata = {
+                    "total": result.total,
+                    "count": len(result.rows),
+                    "limit": query.limit,
+                    "offset": query.offset,
+                }
+                self._after(run, result.rows, metadata)
+            elif result is None:
+                self._fail(run, _record_not_found(run))
+            else:
+                self._after(run, result, {"total": 1})
+            return
+        if result is None:  # update or delete of a row that is not there
+            self._fail(run, _record_not_found(run))
+            return
+        # The write committed: notify now, in commit order (docs/protocol.md "Order").
+        run.committed = True
+        if run.conn.state is _ConnState.OPEN:
+            run.conn.held = []
+        if operation is Operation.CREATE:
+            rows: list[Row] = result
+            for row in rows:
+                self._notify(entity, Operation.CREATE, row)
+            data: Any = rows if isinstance(run.data, list) else rows[0]
+        elif operation is Operation.UPDATE:
+            self._notify(entity, Operation.UPDATE, result)
+            data = result
+        else:
+            self._notify(entity, Operation.DELETE, result)
+            data = {"deleted": True, "id": result[entity.primary_key.name]}
+        if run.conn.state is not _ConnState.OPEN:
+            return  # nobody to answer; the notifications went out
+        self._after(run, data, None)
+
+    def _on_storage_failed(self, event: StorageFailed) -> None:
+        run = self._storage_pending.pop(event.operation_id)
+        assert isinstance(run.message, Request)
+        self._fail(run, _storage_error(run.message.operation, event.error))
+
+    def _after(self, run: _Run, data: Any, metadata: dict[str, Any] | None) -> None:
+        assert isinstance(run.message, Request)
+        run.result = data
+        _before, after = OPERATION_HOOKS[run.message.operation]
+        self._run_hooks(run, after, lambda: self._succeed(run, run.result, metadata))
+
+    def _meta(self, run: _Run) -> None:
+        if run.entity is None:
+            entities = sorted(self.registry.entities(), key=lambda e: (e.schema, e.name))
+            self._succeed(run, [{"schema": e.schema, "entity": e.name} for e in entities])
+        else:
+            self._succeed(run, _describe(run.entity))
+
+    def _subscribe(self, run: _Run) -> None:
+        assert run.entity is not None
+        try:
+            filters = compile_filters(run.entity, run.options.filters)
+        except InvalidRequest as exc:
+            self._fail(run, exc.error)
+            return
+        self._next_id += 1
+        subscription = Subscription(
+            id=f"sub-{self._next_id}",
+            connection_id=run.conn.id,
+            entity=run.entity,
+            filters=filters,
+            sequence=self._next_id,
+        )
+        run.subscription_id = subscription.id
+        run.result = {
+            "subscription_id": subscription.id,
+            "schema": run.entity.schema,
+            "entity": run.entity.name,
+        }
+
+        def activate() -> None:
+            # Live from the moment its acknowledgement goes out, not before: a client
+            # never sees a notification for a subscription id it has not been told.
+            if run.conn.state is _ConnState.OPEN:
+                self._subscriptions.add(subscription)
+                run.conn.subscriptions[subscription.id] = subscription
+            self._succeed(run, run.result)
+
+        self._run_hooks(run, HookType.AFTER_SUBSCRIBE, activate)
+
+    def _unsubscribe(self, run: _Run) -> None:
+        subscription_id = run.subscription_id
+        assert subscription_id is not None
+        if run.conn.subscriptions.pop(subscription_id, None) is not None:
+            self._subscriptions.remove(subscription_id)
+        run.result = {"unsubscribed": True, "subscription_id": subscription_id}
+        self._run_hooks(run, HookType.AFTER_UNSUBSCRIBE, lambda: self._succeed(run, run.result))
+
+    # --- notifications -----------------------------------------------------------
+
+    def _notify(self, entity: Entity, operation: Operation, row: Row) -> None:
+        subscriptions = self._subscriptions.route(entity, row)
+        if not subscriptions:
+            return
+        timestamp = format_timestamp(self._now)
+        data = dict(row)  # one copy for all: after-hooks may change the response's row
+        for subscription in subscriptions:
+            conn = self._connections.get(subscription.connection_id)
+            if conn is None or conn.state is not _ConnState.OPEN:
+                continue
+            notification = Notification(
+                operation=operation,
+                subscription_id=subscription.id,
+                schema=entity.schema,
+                entity=entity.name,
+                data=data,
+                timestamp=timestamp,
+            )
+            if conn.held is not None:
+                conn.held.append(notification)
+            else:
+                self._out.append(Send(connection_id=conn.id, message=notification))
+
+    def _on_change(self, event: ChangeCommitted) -> None:
+        resolved = self.registry.resolve(event.schema, event.entity)
+        if isinstance(resolved, ResolutionError):
+            raise ValueError(f"ChangeCommitted names an unknown entity: {resolved.message}")
+        if event.operation not in WRITE_OPERATIONS:
+            raise ValueError(f"ChangeCommitted needs a write operation, not {event.operation}")
+        self._notify(resolved, event.operation, dict(event.row))
+
+    _HANDLERS: dict[type, Callable[[Engine, Any], None]] = {
+        ConnectionOpened: _on_opened,
+        MessageReceived: _on_message,
+        ConnectionClosed: _on_closed,
+        StorageCompleted: _on_storage_completed,
+        StorageFailed: _on_storage_failed,
+        HooksCompleted: _on_hooks_completed,
+        HooksFailed: _on_hooks_failed,
+        OutboundQueueFull: _on_queue_full,
+        PongReceived: _on_pong,
+        TimePassed: _on_time,
+        ChangeCommitted: _on_change,
+        ShutdownRequested: _on_shutdown,
+    }
+
+
+def _copy_data(data: Any) -> Any:
+    """A copy hooks may mutate without touching the decoded message."""
+    if isinstance(data, dict):
+        return dict(data)
+    if isinstance(data, list):
+        return [dict(item) if isinstance(item, dict) else item for item in data]
+    return data
+
+
+def _not_found_error(resolved: ResolutionError) -> ErrorInfo:
+    details = {"candidates": list(resolved.candidates)} if resolved.candidates else None
+    return ErrorInfo(code="model_not_found", message=resolved.message, details=details)
+
+
+def _record_not_found(run: _Run) -> ErrorInfo:
+    assert run.entity is not None
+    return ErrorInfo(
+        code="not_found",
+        message=f"{run.entity.qualified_name} record {run.record_id!r} not found",
+        details={"record_id": run.record_id},
+    )
+
+
+def _storage_error(operation: Operation, error: StorageError) -> ErrorInfo:
+    if error.kind is StorageErrorKind.CONSTRAINT:
+        details = {"column": error.column} if error.column else None
+        return ErrorInfo(code="validation_error", message=error.message, details=details)
+    return ErrorInfo(code=_STORAGE_ERROR_CODES[operation], message=error.message)
+
+
+def _describe(entity: Entity) -> dict[str, Any]:
+    return {
+        "schema": entity.schema,
+        "entity": entity.name,
+        "table_name": entity.table_name,
+        "primary_key": entity.primary_key.name,
+        "columns": [
+            {
+                "name": c.name,
+                "type": c.type.value,
+                "nullable": c.nullable,
+                "primary_key": c.primary_key,
+                "has_default": c.has_default,
+            }
+            for c in entity.columns
+        ],
+        "relations": [
+            {
+                "name": r.name,
+                "kind": r.kind.value,
+                "target": r.target,
+                "local_column": r.local_column,
+                "remote_column": r.remote_column,
+            }
+            for r in entity.relations
+        ],
+    }

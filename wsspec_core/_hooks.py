@@ -138,7 +138,7 @@ class HookContext:
         self.options = attrs.evolve(self.options, filters=(*self.options.filters, spec))
 
 
-Hook = Callable[[HookContext], None | Awaitable[None]]
+Hook = Callable[[HookContext], Awaitable[None] | None]
 
 
 class HookRegistry:
