@@ -1,7 +1,386 @@
-"""The in-memory storage backend. (Interface stub.)"""
+"""The in-memory storage backend: the reference semantics every real backend must match.
+
+Theory of operation
+-------------------
+Each entity's rows live in a ``dict`` from primary key to a complete row (every column
+present, ``None`` for NULL).  :meth:`MemoryStorage.execute` takes one of the storage
+operations of :mod:`wsspec_core._query` and returns exactly the result documented on it.
+Filtering uses :func:`~wsspec_core.matches`, the same matcher that decides notifications,
+so this backend agrees with the subscription logic by construction; the SQL adapters are
+tested against it.
+
+Decisions a SQL backend must reproduce (docs/protocol.md records them):
+
+* **Sort order.** ``NULL`` is the smallest value: first when ascending, last when
+  descending (SQLite's behaviour; on PostgreSQL the adapter writes ``NULLS FIRST`` /
+  ``NULLS LAST``).  Text compares by code point (Python ``str`` order = SQLite ``BINARY``
+  = PostgreSQL ``COLLATE "C"``); booleans ``false < true``.  Ties are broken by the
+  primary key ascending, so pages are stable.
+* **Generated keys.** An omitted integer primary key gets one more than the largest key
+  the entity has ever held (keys of deleted rows are not reused).
+* **Defaults.** An omitted column that ``has_default`` gets the value declared in
+  ``defaults`` (a plain value, or a zero-argument callable called once per row), else
+  ``None``; an omitted nullable column gets ``None``.
+* **Constraints** raise :class:`~wsspec_core.StorageFailure` with kind ``CONSTRAINT``:
+  NOT NULL (an explicit ``None``, or an omitted column that is neither nullable nor
+  defaulted), UNIQUE (a primary key that already exists, also within one batch) and
+  FOREIGN KEY (a create or update whose referencing column names no existing target row;
+  a delete of a row that other rows still reference).  Foreign keys are derived from the
+  relations: a ``BELONGS_TO`` relation ``E.local -> T.remote`` and a ``HAS_MANY``
+  relation ``E.local <- T.remote`` both mean "the referencing column must name an
+  existing row", as the database's foreign key would.
+* **Atomicity.** A batch create stores every row or none.
+* **Preloads.** ``BELONGS_TO`` gives the related row or ``None``; ``HAS_MANY`` a list
+  sorted by the target's primary key; a NULL join value matches nothing.
+
+Returned rows are fresh copies: callers may mutate them.  The object is meant for one
+thread at a time (the core's tests, or an adapter's single writer lane): it does no
+locking.
+"""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ._entities import ColumnType, Entity, EntityRegistry, RelationKind
+from ._filters import matches
+from ._query import (
+    Create,
+    Delete,
+    Filters,
+    ListResult,
+    Preload,
+    ReadList,
+    ReadOne,
+    Row,
+    StorageError,
+    StorageErrorKind,
+    StorageFailure,
+    StorageOperation,
+    Update,
+)
+
+
+def _constraint(message: str, column: str | None = None) -> StorageFailure:
+    return StorageFailure(
+        StorageError(kind=StorageErrorKind.CONSTRAINT, message=message, column=column)
+    )
+
+
+def _null_smallest(value: Any) -> tuple[Any, ...]:
+    """Sort key that puts ``None`` before every value (and never compares it)."""
+    return (0,) if value is None else (1, value)
+
+
+class _ForeignKey:
+    """``child.child_column`` must hold a value of ``parent.parent_column`` (or NULL)."""
+
+    __slots__ = ("child", "child_column", "parent", "parent_column")
+
+    def __init__(self, child: str, child_column: str, parent: str, parent_column: str) -> None:
+        self.child = child
+        self.child_column = child_column
+        self.parent = parent
+        self.parent_column = parent_column
+
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.child, self.child_column, self.parent, self.parent_column)
+
 
 class MemoryStorage:
-    pass
+    """A storage backend on Python dicts; see the module docstring for its semantics.
+
+    ``defaults`` declares what an omitted ``has_default`` column receives: qualified
+    entity name (``"schema.entity"`` or ``"entity"``) -> column name -> value, where a
+    callable value is called (without arguments) for each created row.
+    """
+
+    def __init__(
+        self,
+        registry: EntityRegistry,
+        defaults: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._defaults: dict[str, dict[str, Any]] = {
+            name: dict(columns) for name, columns in (defaults or {}).items()
+        }
+        self._tables: dict[str, dict[Any, Row]] = {}
+        self._high_water: dict[str, int] = {}
+
+    # --- conveniences for tests --------------------------------------------------------
+
+    def insert(self, entity_name: str, rows: Iterable[Row]) -> list[Row]:
+        """Create ``rows`` in the entity registered as ``entity_name`` (qualified name),
+        with the same checks as a :class:`~wsspec_core.Create`; returns the stored rows."""
+        result: list[Row] = self.execute(Create(entity=self._entity(entity_name), rows=tuple(rows)))
+        return result
+
+    def rows(self, entity_name: str) -> list[Row]:
+        """Copies of every stored row of the entity, ordered by primary key."""
+        entity = self._entity(entity_name)
+        key = entity.primary_key.name
+        table = self._table(entity)
+        return [dict(row) for row in sorted(table.values(), key=lambda r: r[key])]
+
+    # --- the backend interface ---------------------------------------------------------
+
+    def execute(self, operation: StorageOperation) -> Any:
+        """Run ``operation`` and return the result documented on its class.
+
+        Raises :class:`~wsspec_core.StorageFailure` (kind ``CONSTRAINT``) when a write
+        breaks a constraint; nothing is written then.  Other exceptions mean the
+        operation was malformed (the engine validates operations first).
+        """
+        if isinstance(operation, ReadList):
+            return self._read_list(operation)
+        if isinstance(operation, ReadOne):
+            return self._read_one(operation)
+        if isinstance(operation, Create):
+            return self._create(operation)
+        if isinstance(operation, Update):
+            return self._update(operation)
+        if isinstance(operation, Delete):
+            return self._delete(operation)
+        raise TypeError(f"not a storage operation: {operation!r}")
+
+    # --- reads -------------------------------------------------------------------------
+
+    def _read_list(self, op: ReadList) -> ListResult:
+        entity = op.entity
+        key = entity.primary_key.name
+        found = [row for row in self._table(entity).values() if matches(op.filters, row)]
+        found.sort(key=lambda r: r[key])
+        # Stable sorts from the last key to the first give the multi-key order; the
+        # primary key order above breaks the remaining ties.
+        for sort_key in reversed(op.sort):
+            column = sort_key.column
+            found.sort(key=lambda r: _null_smallest(r.get(column)), reverse=sort_key.descending)
+        page = found[op.offset : op.offset + op.limit]
+        rows = self._project(entity, page, op.selection.columns, op.selection.preload)
+        return ListResult(rows=rows, total=len(found))
+
+    def _read_one(self, op: ReadOne) -> Row | None:
+        row = self._find(op.entity, op.key, op.filters)
+        if row is None:
+            return None
+        return self._project(op.entity, [row], op.selection.columns, op.selection.preload)[0]
+
+    def _find(self, entity: Entity, key: Any, filters: Filters) -> Row | None:
+        row = self._table(entity).get(key)
+        if row is None or not matches(filters, row):
+            return None
+        return row
+
+    def _project(
+        self,
+        entity: Entity,
+        rows: Sequence[Row],
+        columns: Sequence[str],
+        preloads: Sequence[Preload],
+    ) -> list[Row]:
+        """``rows`` restricted to ``columns``, with the ``preloads`` attached (copies)."""
+        out = [{name: row.get(name) for name in columns} for row in rows]
+        for preload in preloads:
+            relation = entity.relations_by_name[preload.relation]
+            target = preload.target
+            target_key = target.primary_key.name
+            local, remote = relation.local_column, relation.remote_column
+            wanted = {row.get(local) for row in rows} - {None}
+            related = sorted(
+                (t for t in self._table(target).values() if t.get(remote) in wanted),
+                key=lambda t: t[target_key],
+            )
+            target_columns = (
+                preload.columns
+                if preload.columns is not None
+                else tuple(c.name for c in target.columns)
+            )
+            projected = self._project(target, related, target_columns, preload.children)
+            if relation.kind is RelationKind.BELONGS_TO:
+                single: dict[Any, Row] = {}
+                for source, shown in zip(related, projected, strict=True):
+                    single.setdefault(source.get(remote), shown)
+                for row, result in zip(rows, out, strict=True):
+                    match = single.get(row.get(local))
+                    result[preload.relation] = None if match is None else copy.deepcopy(match)
+            else:
+                many: dict[Any, list[Row]] = {}
+                for source, shown in zip(related, projected, strict=True):
+                    many.setdefault(source.get(remote), []).append(shown)
+                for row, result in zip(rows, out, strict=True):
+                    value = row.get(local)
+                    children = [] if value is None else many.get(value, [])
+                    result[preload.relation] = copy.deepcopy(children)
+        return out
+
+    # --- writes ------------------------------------------------------------------------
+
+    def _create(self, op: Create) -> list[Row]:
+        entity = op.entity
+        name = entity.qualified_name
+        pk = entity.primary_key
+        table = self._table(entity)
+        staged: dict[Any, Row] = {}  # this batch's rows, committed only if all succeed
+        high = max(self._high_water.get(name, 0), self._max_int_key(table))
+        for data in op.rows:
+            self._check_columns(entity, data)
+            row: Row = {}
+            for column in entity.columns:
+                if column.name in data:
+                    row[column.name] = data[column.name]
+                elif column.primary_key and column.type is ColumnType.INTEGER:
+                    if column.name in self._defaults.get(name, {}):
+                        row[column.name] = self._default(name, column.name)
+                    else:
+                        row[column.name] = high + 1
+                elif column.has_default:
+                    row[column.name] = self._default(name, column.name)
+                elif column.nullable and not column.primary_key:
+                    row[column.name] = None
+                else:
+                    raise _constraint(
+                        f"NOT NULL constraint failed: {name}.{column.name}", column.name
+                    )
+            for column in entity.columns:
+                if row[column.name] is None and (not column.nullable or column.primary_key):
+                    raise _constraint(
+                        f"NOT NULL constraint failed: {name}.{column.name}", column.name
+                    )
+            key = row[pk.name]
+            if key in table or key in staged:
+                raise _constraint(f"UNIQUE constraint failed: {name}.{pk.name}", pk.name)
+            staged[key] = row
+            if isinstance(key, int) and not isinstance(key, bool):
+                high = max(high, key)
+            self._check_references(entity, row, row.keys(), staged)
+        table.update(staged)
+        self._high_water[name] = high
+        return [dict(row) for row in staged.values()]
+
+    def _update(self, op: Update) -> Row | None:
+        entity = op.entity
+        name = entity.qualified_name
+        row = self._find(entity, op.key, op.filters)
+        if row is None:
+            return None
+        self._check_columns(entity, op.changes)
+        pk = entity.primary_key.name
+        if pk in op.changes and op.changes[pk] != row[pk]:
+            raise ValueError("MemoryStorage cannot change a primary key")
+        for column_name, value in op.changes.items():
+            column = entity.columns_by_name[column_name]
+            if value is None and not column.nullable:
+                raise _constraint(f"NOT NULL constraint failed: {name}.{column_name}", column_name)
+        updated = {**row, **op.changes}
+        self._check_references(entity, updated, op.changes.keys(), {op.key: updated})
+        self._check_not_referenced(entity, row, updated)
+        self._table(entity)[op.key] = updated
+        return dict(updated)
+
+    def _delete(self, op: Delete) -> Row | None:
+        row = self._find(op.entity, op.key, op.filters)
+        if row is None:
+            return None
+        self._check_not_referenced(op.entity, row, None)
+        del self._table(op.entity)[op.key]
+        return dict(row)
+
+    # --- constraints -------------------------------------------------------------------
+
+    def _foreign_keys(self) -> list[_ForeignKey]:
+        found: dict[tuple[str, str, str, str], _ForeignKey] = {}
+        for entity in self._registry.entities():
+            for relation in entity.relations:
+                if relation.kind is RelationKind.BELONGS_TO:
+                    fk = _ForeignKey(
+                        entity.qualified_name,
+                        relation.local_column,
+                        relation.target,
+                        relation.remote_column,
+                    )
+                else:
+                    fk = _ForeignKey(
+                        relation.target,
+                        relation.remote_column,
+                        entity.qualified_name,
+                        relation.local_column,
+                    )
+                found.setdefault(fk.key(), fk)
+        return list(found.values())
+
+    def _check_references(
+        self, entity: Entity, row: Row, written: Iterable[str], staged: Mapping[Any, Row]
+    ) -> None:
+        """Every foreign key column of ``row`` among ``written`` names an existing row.
+
+        ``staged`` holds rows of ``entity`` not yet in the table (a batch in progress),
+        which self-references may name."""
+        written = set(written) | {entity.primary_key.name}
+        name = entity.qualified_name
+        for fk in self._foreign_keys():
+            if fk.child != name or fk.child_column not in written:
+                continue
+            value = row.get(fk.child_column)
+            if value is None:
+                continue
+            parent = self._entity(fk.parent)
+            candidates: list[Iterable[Row]] = [self._table(parent).values()]
+            if fk.parent == name:
+                candidates.append(staged.values())
+            if not any(p.get(fk.parent_column) == value for rows in candidates for p in rows):
+                raise _constraint(
+                    f"FOREIGN KEY constraint failed: {name}.{fk.child_column}", fk.child_column
+                )
+
+    def _check_not_referenced(self, entity: Entity, before: Row, after: Row | None) -> None:
+        """No row still references ``before`` through a column the write removes or changes
+        (``after`` is ``None`` for a delete)."""
+        name = entity.qualified_name
+        own_key = before[entity.primary_key.name]
+        for fk in self._foreign_keys():
+            if fk.parent != name:
+                continue
+            value = before.get(fk.parent_column)
+            if value is None or (after is not None and after.get(fk.parent_column) == value):
+                continue
+            child = self._entity(fk.child)
+            child_key = child.primary_key.name
+            for other in self._table(child).values():
+                if fk.child == name and other[child_key] == own_key:
+                    continue  # a row referencing itself goes away with itself
+                if other.get(fk.child_column) == value:
+                    raise _constraint(
+                        f"FOREIGN KEY constraint failed: {name} row is still referenced "
+                        f"by {fk.child}.{fk.child_column}",
+                        fk.parent_column,
+                    )
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _entity(self, qualified_name: str) -> Entity:
+        entity = self._registry.get(qualified_name)
+        if entity is None:
+            raise KeyError(f"no registered entity {qualified_name!r}")
+        return entity
+
+    def _table(self, entity: Entity) -> dict[Any, Row]:
+        return self._tables.setdefault(entity.qualified_name, {})
+
+    def _default(self, entity_name: str, column: str) -> Any:
+        value = self._defaults.get(entity_name, {}).get(column)
+        if callable(value):
+            call: Callable[[], Any] = value
+            return call()
+        return value
+
+    @staticmethod
+    def _max_int_key(table: Mapping[Any, Row]) -> int:
+        return max((k for k in table if isinstance(k, int) and not isinstance(k, bool)), default=0)
+
+    @staticmethod
+    def _check_columns(entity: Entity, data: Mapping[str, Any]) -> None:
+        unknown = [k for k in data if k not in entity.columns_by_name]
+        if unknown:
+            raise ValueError(f"unknown columns for {entity.qualified_name}: {unknown}")
