@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsspec import strategies as wst
+
 from wsspec_core import (
     DecodeError,
     Entity,
