@@ -1,0 +1,41 @@
+"""The ``wsspec`` command.
+
+Subcommands live in :data:`SUBCOMMANDS`: name -> (module, one-line help).  Each module
+defines ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status), and keeps its
+top-level imports light: every subcommand module is imported to build ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("wsspec.demo", "serve the example users/posts models of the Go README"),
+    "serve": ("wsspec._server_command", "serve your own app (MODULE:ATTR)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsspec",
+        description="Real-time CRUD over WebSocket (the WebSocketSpec protocol).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args._run(args)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
