@@ -126,6 +126,15 @@ _PLAIN_FIELDS = (
 )
 
 
+def _sql_default(field: peewee.Field) -> bool:
+    """Whether the field declares a database-side default (``constraints=[SQL("DEFAULT
+    ...")]``)."""
+    return any(
+        isinstance(c, peewee.SQL) and c.sql.strip().upper().startswith("DEFAULT ")
+        for c in field.constraints or ()
+    )
+
+
 def _glob_pattern(tokens: Sequence[tuple[str, str]], *, fold: bool) -> str:
     """A SQLite GLOB pattern for LIKE tokens. GLOB is case-sensitive; ``fold`` turns each
     ASCII letter into a ``[xX]`` class, which folds ASCII case and nothing else."""
@@ -297,7 +306,7 @@ class PeeweeStorage:
                     type=_column_type(field),
                     nullable=bool(field.null),
                     primary_key=bool(field.primary_key),
-                    has_default=bool(auto or field.default is not None or field.constraints),
+                    has_default=bool(auto or field.default is not None or _sql_default(field)),
                 )
             )
         return columns
@@ -382,13 +391,13 @@ class PeeweeStorage:
             unique: dict[str, Relation] = {}
             for relation in relations[name]:
                 unique.setdefault(relation.name, relation)
-            columns: Any = self._columns(model)  # (attrs converter: mypy cannot see it)
+            entity_columns: Any = self._columns(model)  # (attrs converter: mypy cannot see it)
             found: Any = tuple(unique.values())
             entities[name] = Entity(
                 name=entity_name,
                 schema=schema,
                 table_name=model._meta.table_name,
-                columns=columns,
+                columns=entity_columns,
                 relations=found,
             )
         self._entities = entities
