@@ -138,7 +138,9 @@ def _backend(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Backend:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
     made = _backend(request.param, tmp_path_factory)
     try:
         yield made
