@@ -18,9 +18,11 @@ Decisions a SQL backend must reproduce (docs/protocol.md records them):
   primary key ascending, so pages are stable.
 * **Generated keys.** An omitted integer primary key gets one more than the largest key
   the entity has ever held (keys of deleted rows are not reused).
-* **Defaults.** An omitted column that ``has_default`` gets the value declared in
-  ``defaults`` (a plain value, or a zero-argument callable called once per row), else
-  ``None``; an omitted nullable column gets ``None``.
+* **Defaults.** An omitted column gets the value declared for it in ``defaults`` (a
+  plain value, or a zero-argument callable called once per row); failing that, an
+  integer primary key is generated, and any other column gets ``None`` (a non-nullable
+  ``has_default`` column too: the database would have filled it with a value this
+  backend does not know, so declare one when a test cares).
 * **Constraints** raise :class:`~wsspec_core.StorageFailure` with kind ``CONSTRAINT``:
   NOT NULL (an explicit ``None``, or an omitted column that is neither nullable nor
   defaulted), UNIQUE (a primary key that already exists, also within one batch) and
@@ -224,26 +226,27 @@ class MemoryStorage:
         table = self._table(entity)
         staged: dict[Any, Row] = {}  # this batch's rows, committed only if all succeed
         high = max(self._high_water.get(name, 0), self._max_int_key(table))
+        declared = self._defaults.get(name, {})
         for data in op.rows:
             self._check_columns(entity, data)
             row: Row = {}
+            defaulted: set[str] = set()
             for column in entity.columns:
                 if column.name in data:
                     row[column.name] = data[column.name]
-                elif column.primary_key and column.type is ColumnType.INTEGER:
-                    if column.name in self._defaults.get(name, {}):
-                        row[column.name] = self._default(name, column.name)
-                    else:
-                        row[column.name] = high + 1
-                elif column.has_default:
+                elif column.name in declared:
                     row[column.name] = self._default(name, column.name)
-                elif column.nullable and not column.primary_key:
+                elif column.primary_key and column.type is ColumnType.INTEGER:
+                    row[column.name] = high + 1
+                elif column.has_default and not column.primary_key:
+                    # The database would fill it; without a declared default we store None.
                     row[column.name] = None
+                    defaulted.add(column.name)
                 else:
-                    raise _constraint(
-                        f"NOT NULL constraint failed: {name}.{column.name}", column.name
-                    )
+                    row[column.name] = None
             for column in entity.columns:
+                if column.name in defaulted:
+                    continue
                 if row[column.name] is None and (not column.nullable or column.primary_key):
                     raise _constraint(
                         f"NOT NULL constraint failed: {name}.{column.name}", column.name
