@@ -1,0 +1,214 @@
+"""Every operation over real sockets, driven by two independent client libraries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+from websockets.asyncio.client import connect
+from wsserver_support import TIMEOUT, client, demo_app, in_asyncio, serving
+
+SUBSCRIBE_ACTIVE = {"filters": [{"column": "status", "operator": "eq", "value": "active"}]}
+
+#: (message, check of the reply): the whole protocol surface on a fresh database.
+SCENARIO: list[tuple[dict[str, Any], Any]] = [
+    (
+        {"id": "m0", "type": "request", "operation": "meta"},
+        lambda r: (
+            sorted((e["schema"], e["entity"]) for e in r["data"])
+            == [("public", "posts"), ("public", "users")]
+        ),
+    ),
+    (
+        {"id": "m1", "type": "request", "operation": "meta", "entity": "users"},
+        lambda r: (
+            r["data"]["primary_key"] == "id"
+            and [c["name"] for c in r["data"]["columns"]] == ["id", "name", "email", "status"]
+        ),
+    ),
+    (
+        {
+            "id": "c1",
+            "type": "request",
+            "operation": "create",
+            "schema": "public",
+            "entity": "users",
+            "data": {"name": "Alice", "email": "a@example.com", "status": "active"},
+        },
+        lambda r: (
+            r["data"] == {"id": 1, "name": "Alice", "email": "a@example.com", "status": "active"}
+        ),
+    ),
+    (
+        {
+            "id": "c2",
+            "type": "request",
+            "operation": "create",
+            "entity": "users",
+            "data": [{"name": "Bob", "status": "inactive"}, {"name": "Carol", "status": "active"}],
+        },
+        lambda r: [u["id"] for u in r["data"]] == [2, 3] and r["data"][0]["email"] is None,
+    ),
+    (
+        {
+            "id": "c3",
+            "type": "request",
+            "operation": "create",
+            "entity": "posts",
+            "data": {"title": "Hello", "content": "First", "user_id": 1},
+        },
+        lambda r: r["data"] == {"id": 1, "title": "Hello", "content": "First", "user_id": 1},
+    ),
+    (
+        {"id": "r1", "type": "request", "operation": "read", "entity": "users", "record_id": "1"},
+        lambda r: r["data"]["name"] == "Alice" and r["metadata"]["total"] == 1,
+    ),
+    (
+        {
+            "id": "r2",
+            "type": "request",
+            "operation": "read",
+            "entity": "users",
+            "options": {
+                "filters": [{"column": "status", "operator": "eq", "value": "active"}],
+                "sort": [{"column": "name", "direction": "desc"}],
+                "limit": 1,
+            },
+        },
+        lambda r: (
+            [u["name"] for u in r["data"]] == ["Carol"]
+            and r["metadata"]["total"] == 2
+            and r["metadata"]["count"] == 1
+            and r["metadata"]["limit"] == 1
+        ),
+    ),
+    (
+        {
+            "id": "r3",
+            "type": "request",
+            "operation": "read",
+            "entity": "posts",
+            "options": {"preload": [{"relation": "user"}]},
+        },
+        lambda r: r["data"][0]["user"]["name"] == "Alice",
+    ),
+    (
+        {
+            "id": "u1",
+            "type": "request",
+            "operation": "update",
+            "entity": "users",
+            "record_id": 2,
+            "data": {"status": "active"},
+        },
+        lambda r: r["data"] == {"id": 2, "name": "Bob", "email": None, "status": "active"},
+    ),
+    (
+        {"id": "s1", "type": "subscription", "operation": "subscribe", "entity": "users"},
+        lambda r: (
+            r["data"]["subscription_id"]
+            and (r["data"]["schema"], r["data"]["entity"]) == ("public", "users")
+        ),
+    ),
+    (
+        {"id": "p1", "type": "ping"},
+        lambda r: r["type"] == "pong" and r["id"] == "p1" and r["timestamp"].endswith("Z"),
+    ),
+    (
+        {"id": "d1", "type": "request", "operation": "delete", "entity": "posts", "record_id": 1},
+        lambda r: r["data"] == {"deleted": True, "id": 1},
+    ),
+    (
+        {"id": "d2", "type": "request", "operation": "delete", "entity": "posts", "record_id": 1},
+        lambda r: not r["success"] and r["error"]["code"] == "not_found",
+    ),
+]
+
+
+def check_replies(replies: list[dict[str, Any]]) -> None:
+    assert len(replies) == len(SCENARIO)
+    for (message, check), reply in zip(SCENARIO, replies, strict=True):
+        assert reply["id"] == message["id"], reply
+        if message["type"] != "ping" and message["id"] != "d2":
+            assert reply["success"] is True, reply
+        assert check(reply), (message, reply)
+
+
+async def run_scenario_websockets(url: str) -> list[dict[str, Any]]:
+    replies = []
+    async with connect(url) as ws:
+        for message, _ in SCENARIO:
+            await ws.send(json.dumps(message))
+            replies.append(json.loads(await ws.recv()))
+        # Unsubscribe the subscription made above.
+        subscription_id = replies[9]["data"]["subscription_id"]
+        unsubscribe = {"id": "x1", "type": "subscription", "operation": "unsubscribe"}
+        await ws.send(json.dumps({**unsubscribe, "subscription_id": subscription_id}))
+        replies.append(json.loads(await ws.recv()))
+    return replies
+
+
+async def test_every_operation_websockets_client(tmp_path: Path) -> None:
+    app = demo_app(tmp_path)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url:
+            replies = await in_asyncio(run_scenario_websockets, url)
+            *replies, unsubscribed = replies
+            check_replies(replies)
+            assert unsubscribed["success"] and unsubscribed["data"]["unsubscribed"] is True
+            await trio.sleep(0.05)
+            assert app.subscription_count == 0
+
+
+async def test_every_operation_trio_websocket_client(tmp_path: Path) -> None:
+    app = demo_app(tmp_path)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            replies = []
+            for message, _ in SCENARIO:
+                await c.send(message)
+                replies.append(await c.recv())
+            check_replies(replies)
+            assert app.subscription_count == 1
+            subscription_id = replies[9]["data"]["subscription_id"]
+            reply = await c.request("unsubscribe", subscription_id=subscription_id)
+            assert reply["data"] == {"unsubscribed": True, "subscription_id": subscription_id}
+            assert app.subscription_count == 0
+
+
+async def test_pipelined_requests_answered_in_order(tmp_path: Path) -> None:
+    """A pipelining client (the README's JS client style): a create then a read of the same
+    row, and many requests beyond the in-flight and queue limits (backpressure pauses the
+    reader, never rejects): every reply comes back, in order."""
+    app = demo_app(tmp_path, max_in_flight=2, max_queued=3)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            create = {"type": "request", "operation": "create", "entity": "users"}
+            await c.send({**create, "id": "c", "data": {"name": "Ann", "status": "active"}})
+            await c.send(
+                {
+                    "id": "r",
+                    "type": "request",
+                    "operation": "read",
+                    "entity": "users",
+                    "record_id": 1,
+                }
+            )
+            for i in range(100):
+                await c.send(
+                    {"id": f"q{i}", "type": "request", "operation": "read", "entity": "users"}
+                )
+            replies = [await c.recv() for _ in range(102)]
+            assert [r["id"] for r in replies] == ["c", "r"] + [f"q{i}" for i in range(100)]
+            assert replies[1]["data"]["name"] == "Ann"
+            assert all(r["success"] for r in replies)
+
+
+async def test_binary_frame_holding_json(tmp_path: Path) -> None:
+    app = demo_app(tmp_path)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            await c.ws.send_message(b'{"type":"ping","id":7}')
+            assert (await c.recv())["id"] == 7
