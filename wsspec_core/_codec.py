@@ -17,8 +17,9 @@ cattrs converter from :func:`make_converter` does the other direction of each me
 family, where the shapes are ours and fixed: outbound messages to JSON (:func:`encode`),
 and the client-side helpers :func:`encode_inbound` / :func:`decode_outbound`.
 
-JSON is orjson: ``benchmarks/bench_json.py`` measured it 3.4x faster than the stdlib on
-decoding typical requests and 18x faster on encoding typical responses, and it writes dates
+JSON is orjson: ``benchmarks/bench_json.py`` measured it about 3x faster than the stdlib
+on decoding typical requests and about 20x faster on encoding typical responses (a 100-row
+list read: 18 us against 330 us), and it writes dates
 and naive-UTC datetimes as the protocol wants (``OPT_NAIVE_UTC | OPT_UTC_Z``).
 """
 
