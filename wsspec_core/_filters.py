@@ -58,7 +58,7 @@ _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9
 _DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATETIME_TEXT = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?"
     r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?)?"
 )
 
@@ -196,9 +196,10 @@ def coerce_value(column: Column, value: Any) -> Any:
       NUL characters are refused (PostgreSQL cannot store them).
     * BOOLEAN: ``true`` / ``false`` only (not 0/1, not strings).
     * DATE: a ``"YYYY-MM-DD"`` string, or a ``datetime.date`` (not a ``datetime``).
-    * DATETIME: an ISO 8601 string ``YYYY-MM-DD[THH:MM[:SS[.ffffff]]][Z|±HH:MM]`` (a
-      space may replace the ``T``; no offset means UTC), or a ``datetime.datetime``;
-      the result is a naive UTC datetime (aware values are converted to UTC first).
+    * DATETIME: an ISO 8601 string ``YYYY-MM-DD[THH:MM[:SS[.fraction]]][Z|±HH:MM]`` (a
+      space may replace the ``T``; no offset means UTC; up to 9 fractional digits, cut
+      to microseconds), or a ``datetime.datetime``; the result is a naive UTC datetime
+      (aware values are converted to UTC first).
 
     ``None`` is not handled here: callers decide what NULL means.
     """
@@ -465,18 +466,35 @@ def _condition_predicate(condition: Condition) -> _Predicate:
     raise AssertionError(f"unhandled operator {op!r}")  # pragma: no cover
 
 
+def _any_of(predicates: Sequence[_Predicate]) -> _Predicate:
+    if len(predicates) == 1:
+        return predicates[0]
+
+    def any_of(row: Row) -> bool:
+        for predicate in predicates:  # noqa: SIM110 - a loop is faster than any(genexpr)
+            if predicate(row):
+                return True
+        return False
+
+    return any_of
+
+
 def _compile(filters: Filters) -> _Predicate:
-    groups = [[_condition_predicate(c) for c in group.conditions] for group in filters.groups]
+    groups = [
+        _any_of([_condition_predicate(c) for c in group.conditions]) for group in filters.groups
+    ]
     if not groups:
         return lambda row: True
-    if all(len(g) == 1 for g in groups):
-        singles = [g[0] for g in groups]
-        return lambda row: all(p(row) for p in singles)
+    if len(groups) == 1:
+        return groups[0]
 
-    def predicate(row: Row) -> bool:
-        return all(any(p(row) for p in group) for group in groups)
+    def all_of(row: Row) -> bool:
+        for group in groups:  # noqa: SIM110 - a loop is faster than all(genexpr)
+            if not group(row):
+                return False
+        return True
 
-    return predicate
+    return all_of
 
 
 #: id(filters) -> (weak reference to the Filters, its compiled predicate).  Keyed by

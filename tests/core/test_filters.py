@@ -89,6 +89,11 @@ def all_of(*conditions: Condition) -> Filters:
         (DATETIME, "2024-01-02T03:04:05+02:00", datetime.datetime(2024, 1, 2, 1, 4, 5)),
         (DATETIME, "2024-01-02T00:30:00-0100", datetime.datetime(2024, 1, 2, 1, 30)),
         (DATETIME, "2024-01-02", datetime.datetime(2024, 1, 2)),
+        (
+            DATETIME,
+            "2024-01-02T03:04:05.123456789Z",
+            datetime.datetime(2024, 1, 2, 3, 4, 5, 123456),
+        ),
         (DATETIME, datetime.datetime(2024, 1, 2, 3), datetime.datetime(2024, 1, 2, 3)),
         (
             DATETIME,
@@ -154,6 +159,8 @@ def test_coerce_accepts(column: Column, value: Any, expected: Any) -> None:
         (DATETIME, "yesterday"),
         (DATETIME, "2024-01-01T25:00"),
         (DATETIME, "2024-W01-1"),
+        (DATETIME, "2024-01-02T03:04:05.1234567890"),
+        (DATETIME, "2024-01-02T03:04:05+05"),
         (DATETIME, "0001-01-01T00:00:00+01:00"),
         (DATETIME, datetime.date(2024, 1, 1)),
         (DATETIME, 1700000000),
