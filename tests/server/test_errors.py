@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import trio
 from wsserver_support import TIMEOUT, client, demo_app, serving
-
 from wsspec import HookError
+
 from wsspec_core import (
     Create,
     Delete,

@@ -25,7 +25,6 @@ from wsserver_support import (
     wait_thread_event,
     wait_until,
 )
-
 from wsspec import HookError, serve
 
 TOKENS = {"secret-1": 1, "secret-2": 2}

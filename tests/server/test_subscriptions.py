@@ -116,20 +116,23 @@ async def test_broadcast_and_notify_change(tmp_path: Path) -> None:
         ctx.metadata["role"] = ctx.request_info.query_param("role")
 
     with trio.fail_after(TIMEOUT):
-        async with serving(app) as url:
-            async with client(url + "?role=admin") as admin, client(url + "?role=user") as user:
-                await user.request("subscribe", "users", options=ACTIVE)
-                assert app.broadcast({"type": "announcement", "text": "hi"}) == 2
-                assert (await admin.recv()) == {"type": "announcement", "text": "hi"}
-                assert (await user.recv())["text"] == "hi"
-                only_admins = app.broadcast({"type": "x"}, lambda meta: meta.get("role") == "admin")
-                assert only_admins == 1
-                assert (await admin.recv()) == {"type": "x"}
+        async with (
+            serving(app) as url,
+            client(url + "?role=admin") as admin,
+            client(url + "?role=user") as user,
+        ):
+            await user.request("subscribe", "users", options=ACTIVE)
+            assert app.broadcast({"type": "announcement", "text": "hi"}) == 2
+            assert (await admin.recv()) == {"type": "announcement", "text": "hi"}
+            assert (await user.recv())["text"] == "hi"
+            only_admins = app.broadcast({"type": "x"}, lambda meta: meta.get("role") == "admin")
+            assert only_admins == 1
+            assert (await admin.recv()) == {"type": "x"}
 
-                row = {"id": 9, "name": "Ext", "email": None, "status": "active"}
-                app.notify_change("users", "create", row, schema="public")
-                note = await user.recv()
-                assert (note["operation"], note["data"]) == ("create", row)
-                app.notify_change("users", "update", {**row, "status": "gone"})
-                await user.send({"type": "ping", "id": 1})
-                assert (await user.recv())["type"] == "pong"  # filtered out
+            row = {"id": 9, "name": "Ext", "email": None, "status": "active"}
+            app.notify_change("users", "create", row, schema="public")
+            note = await user.recv()
+            assert (note["operation"], note["data"]) == ("create", row)
+            app.notify_change("users", "update", {**row, "status": "gone"})
+            await user.send({"type": "ping", "id": 1})
+            assert (await user.recv())["type"] == "pong"  # filtered out

@@ -16,10 +16,10 @@ from typing import Any
 
 import trio
 import trio_websocket
-
 from wsspec import App, Limits, serve
 from wsspec.demo import make_models
 from wsspec.peewee_storage import PeeweeStorage
+
 from wsspec_core import EntityRegistry, MemoryStorage
 
 #: Seconds any single test may take; every test wraps its body in trio.fail_after(TIMEOUT).
