@@ -449,10 +449,17 @@ class PeeweeStorage:
         Raises :class:`wsspec_core.StorageFailure` for every database failure.
         """
         try:
-            if isinstance(operation, ReadOne):
-                return self._read_one(operation)
-            if isinstance(operation, ReadList):
-                return self._read_list(operation)
+            if isinstance(operation, ReadOne | ReadList):
+                reused = not self._db.is_closed()
+                try:
+                    return self._read(operation)
+                except Exception as exc:
+                    if not (reused and self._lost_connection(exc, operation.entity)):
+                        raise
+                # A read is safe to repeat: once, on a fresh connection (the server
+                # restarted, or dropped an idle connection). Writes are never retried.
+                self._drop_connection()
+                return self._read(operation)
             if isinstance(operation, Create | Update | Delete):
                 with self._write_lock:
                     return self._write(operation)
@@ -463,6 +470,18 @@ class PeeweeStorage:
             raise self._failure(exc, operation.entity) from None
 
     # --- reads ---------------------------------------------------------------------------
+
+    def _read(self, op: ReadOne | ReadList) -> Any:
+        if isinstance(op, ReadOne):
+            return self._read_one(op)
+        return self._read_list(op)
+
+    def _lost_connection(self, exc: BaseException, entity: Entity) -> bool:
+        """Whether ``exc`` means an open PostgreSQL connection died under us."""
+        if not self._postgres:
+            return False
+        kind = self._classify(_original(exc), entity).kind
+        return kind is StorageErrorKind.UNAVAILABLE or self._connection_broken()
 
     def _read_one(self, op: ReadOne) -> Row | None:
         name = op.entity.qualified_name
@@ -847,13 +866,7 @@ class PeeweeStorage:
     # --- errors --------------------------------------------------------------------------
 
     def _failure(self, exc: BaseException, entity: Entity) -> StorageFailure:
-        original = exc
-        if isinstance(exc, peewee.PeeweeException) and exc.args:
-            if isinstance(exc.args[0], BaseException):
-                original = exc.args[0]
-            elif exc.__context__ is not None:
-                original = exc.__context__
-        error = self._classify(original, entity)
+        error = self._classify(_original(exc), entity)
         if error.kind is StorageErrorKind.UNAVAILABLE or self._connection_broken():
             self._reset_quietly()
         return StorageFailure(error)
@@ -937,6 +950,17 @@ class PeeweeStorage:
         if column not in entity.columns_by_name:
             column = None
         return _constraint_error(kind, column)
+
+
+def _original(exc: BaseException) -> BaseException:
+    """The driver's exception behind a Peewee wrapper (Peewee re-raises DB-API errors as
+    its own classes, with the original as the first argument)."""
+    if isinstance(exc, peewee.PeeweeException) and exc.args:
+        if isinstance(exc.args[0], BaseException):
+            return exc.args[0]
+        if exc.__context__ is not None:
+            return exc.__context__
+    return exc
 
 
 def _constraint_error(kind: str, column: str | None) -> StorageError:

@@ -1,0 +1,119 @@
+"""PostgreSQL specifics: URLs, an unreachable server, reconnection, non-ASCII ILIKE."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import peewee
+import pytest
+from wsspec.peewee_storage import PeeweeStorage
+
+from wsspec_core import (
+    NO_FILTERS,
+    Create,
+    EntityRegistry,
+    FilterSpec,
+    Limits,
+    QueryOptions,
+    ReadOne,
+    Selection,
+    StorageErrorKind,
+    StorageFailure,
+    compile_read,
+)
+
+from .conftest import Schema, make_models, postgres_database, postgres_dsn
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg() -> Iterator[tuple[PeeweeStorage, Any]]:
+    dsn = postgres_dsn()
+    postgres_database(dsn).close()  # skip when unreachable
+    storage = PeeweeStorage.from_url(dsn)
+    schema = Schema(storage.database)
+    models = make_models(storage.database, schema.name)
+    storage.database.create_tables(list(models.values()))
+    users = storage.register("public.users", models["users"])
+    try:
+        yield storage, users
+    finally:
+        storage.database.close()
+        storage.database.connect()
+        schema.drop()
+        storage.database.close()
+
+
+def test_bad_port_is_unavailable_and_retried() -> None:
+    dsn = postgres_dsn()
+    parts = urllib.parse.urlsplit(dsn)
+    bad = parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:1").geturl()
+    storage = PeeweeStorage.from_url(bad)
+
+    class Users(peewee.Model):
+        name = peewee.CharField()
+
+        class Meta:
+            database = storage.database
+
+    users = storage.register("users", Users)
+    op = ReadOne(entity=users, key=1, filters=NO_FILTERS, selection=Selection(columns=("id",)))
+    for _ in range(2):
+        with pytest.raises(StorageFailure) as caught:
+            storage.execute(op)
+        error = caught.value.error
+        assert error.kind is StorageErrorKind.UNAVAILABLE
+        assert error.message == "database unavailable"
+        assert storage.database.is_closed()  # the next call opens a fresh connection
+
+
+def test_read_reconnects_after_the_connection_is_killed(pg: tuple[PeeweeStorage, Any]) -> None:
+    storage, users = pg
+    row = storage.execute(Create(entity=users, rows=({"name": "a"},)))[0]
+    op = ReadOne(
+        entity=users, key=row["id"], filters=NO_FILTERS, selection=Selection(columns=("name",))
+    )
+    assert storage.execute(op) == {"name": "a"}
+    pid = storage._connection().info.backend_pid
+    killer = postgres_database(postgres_dsn())
+    killer.execute_sql("SELECT pg_terminate_backend(%s)", (pid,))
+    killer.close()
+    # A read on a dead connection is retried once on a fresh one: no error at all.
+    assert storage.execute(op) == {"name": "a"}
+    assert storage._connection().info.backend_pid != pid
+
+
+def test_ilike_beyond_ascii_follows_the_database(pg: tuple[PeeweeStorage, Any]) -> None:
+    storage, users = pg
+    storage.execute(Create(entity=users, rows=({"name": "émile"},)))
+    registry = EntityRegistry(storage.entities())
+    op = compile_read(
+        users,
+        QueryOptions(filters=(FilterSpec(column="name", operator="ilike", value="É%"),)),
+        registry,
+        Limits(),
+    )
+    # Documented: PostgreSQL's ILIKE folds non-ASCII letters by the database's locale
+    # (SQLite and the in-memory matcher fold ASCII only). Either answer is allowed here;
+    # the test pins that it runs and does not error.
+    assert storage.execute(op).total in (0, 1)
+
+
+def test_write_on_a_killed_connection_fails_cleanly_then_reconnects(
+    pg: tuple[PeeweeStorage, Any],
+) -> None:
+    storage, users = pg
+    storage.execute(Create(entity=users, rows=({"name": "a"},)))
+    pid = storage._connection().info.backend_pid
+    killer = postgres_database(postgres_dsn())
+    killer.execute_sql("SELECT pg_terminate_backend(%s)", (pid,))
+    killer.close()
+    with pytest.raises(StorageFailure) as caught:
+        storage.execute(Create(entity=users, rows=({"name": "b"},)))
+    assert caught.value.error.kind is StorageErrorKind.UNAVAILABLE
+    assert caught.value.error.message == "database unavailable"
+    created = storage.execute(Create(entity=users, rows=({"name": "c"},)))
+    assert created[0]["name"] == "c"
