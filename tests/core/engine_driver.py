@@ -124,6 +124,8 @@ class Driver:
         )
 
     def disconnect(self, conn: Hashable) -> None:
+        """The client went away: from now on no action may name it."""
+        self.closed.setdefault(conn, (1006, "client went away"))
         self.feed(ws.ConnectionClosed(connection_id=conn, now=self.now))
 
     def send(self, conn: Hashable, message: dict[str, Any] | str | bytes) -> list[ws.Action]:
