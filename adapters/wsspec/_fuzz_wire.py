@@ -87,9 +87,11 @@ class Connection:
         self._transcript = transcript
         self.inbox: list[dict[str, Any]] = []
         try:
+            # Entered by hand: the connection lives across many examples.  (Works with
+            # every websockets version; 17 warns when connect() is used bare.)
             self._ws: ClientConnection = connect(
                 url, open_timeout=timeout, close_timeout=1, max_size=None
-            )
+            ).__enter__()
         except Exception as exc:
             raise WireError(f"cannot connect to {url}: {exc}") from exc
 
