@@ -35,9 +35,13 @@ Decisions a SQL backend must reproduce (docs/protocol.md records them):
 * **Preloads.** ``BELONGS_TO`` gives the related row or ``None``; ``HAS_MANY`` a list
   sorted by the target's primary key; a NULL join value matches nothing.
 
-Returned rows are fresh copies: callers may mutate them.  The object is meant for one
-thread at a time (the core's tests, or an adapter's single writer lane): it does no
-locking.
+Returned rows are fresh copies: callers may mutate them.
+
+Threads: there is no locking (the core imports no ``threading``).  Writes are
+copy-on-write: a write builds a new table and swaps it in with one assignment, and stored
+rows are never changed in place, so reads may run in other threads while a write runs
+(each read sees the table before or after it).  Writes themselves must not overlap: run
+them on one thread or one writer lane (as the trio adapter does), or a write may be lost.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ from ._query import (
     StorageOperation,
     Update,
 )
+
+_EMPTY: Mapping[Any, Row] = {}
 
 
 def _constraint(message: str, column: str | None = None) -> StorageFailure:
@@ -258,7 +264,7 @@ class MemoryStorage:
             if isinstance(key, int) and not isinstance(key, bool):
                 high = max(high, key)
             self._check_references(entity, row, row.keys(), staged)
-        table.update(staged)
+        self._tables[name] = {**table, **staged}
         self._high_water[name] = high
         return [dict(row) for row in staged.values()]
 
@@ -279,7 +285,9 @@ class MemoryStorage:
         updated = {**row, **op.changes}
         self._check_references(entity, updated, op.changes.keys(), {op.key: updated})
         self._check_not_referenced(entity, row, updated)
-        self._table(entity)[op.key] = updated
+        table = dict(self._table(entity))
+        table[op.key] = updated
+        self._tables[name] = table
         return dict(updated)
 
     def _delete(self, op: Delete) -> Row | None:
@@ -287,7 +295,9 @@ class MemoryStorage:
         if row is None:
             return None
         self._check_not_referenced(op.entity, row, None)
-        del self._table(op.entity)[op.key]
+        table = dict(self._table(op.entity))
+        del table[op.key]
+        self._tables[op.entity.qualified_name] = table
         return dict(row)
 
     # --- constraints -------------------------------------------------------------------
@@ -368,8 +378,10 @@ class MemoryStorage:
             raise KeyError(f"no registered entity {qualified_name!r}")
         return entity
 
-    def _table(self, entity: Entity) -> dict[Any, Row]:
-        return self._tables.setdefault(entity.qualified_name, {})
+    def _table(self, entity: Entity) -> Mapping[Any, Row]:
+        """The entity's current table: a snapshot never changed in place (see the class
+        docstring), so readers may iterate it while a writer replaces it."""
+        return self._tables.get(entity.qualified_name, _EMPTY)
 
     def _default(self, entity_name: str, column: str) -> Any:
         value = self._defaults.get(entity_name, {}).get(column)
