@@ -180,7 +180,8 @@ def rows(
     """The ``data`` of a valid create for ``entity``.
 
     Every column is present except a primary key the database generates; with
-    ``optional``, nullable columns and columns with a default may be left out.
+    ``optional``, nullable columns and columns with a default may be left out.  A key the
+    client supplies is never ``null`` or ``""`` (an empty ``record_id`` means none).
     ``overrides`` replaces the value strategy of some columns (foreign keys, unique ones).
     """
     overrides = dict(overrides or {})
@@ -188,6 +189,10 @@ def rows(
     maybe: dict[str, st.SearchStrategy[Any]] = {}
     for column in _writable_columns(entity):
         strategy = overrides.get(column.name, values_for(column))
+        if column.primary_key:
+            # A key must be addressable: ``record_id: ""`` means "no record id" on the
+            # wire (docs/protocol.md "Messages"), and a key is never null.
+            strategy = strategy.filter(lambda v: v is not None and v != "")
         if optional and (column.nullable or column.has_default):
             maybe[column.name] = strategy
         else:

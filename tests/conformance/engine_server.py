@@ -32,11 +32,15 @@ from ._entities import POSTS, USERS
 
 class EngineServer:
     def __init__(
-        self, *, ignore_filters: bool = False, delete_missing_succeeds: bool = False
+        self,
+        *,
+        ignore_filters: bool = False,
+        delete_missing_succeeds: bool = False,
+        extra_entities: tuple[ws.Entity, ...] = (),
     ) -> None:
         self.ignore_filters = ignore_filters
         self.delete_missing_succeeds = delete_missing_succeeds
-        registry = ws.EntityRegistry([USERS, POSTS])
+        registry = ws.EntityRegistry([USERS, POSTS, *extra_entities])
         self.engine = ws.Engine(registry)
         self.storage = ws.MemoryStorage(registry)
         self._lock = threading.RLock()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from wsspec import fuzz
 
+from ._entities import EVERYTHING
 from .engine_server import EngineServer
 
 FAST = ["--max-examples", "8", "--max-seconds", "30", "--seed", "7", "--grace", "0.02"]
@@ -163,3 +164,11 @@ def test_the_wsspec_command_has_a_fuzz_subcommand() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--max-examples" in result.stdout
+
+
+def test_passes_on_every_column_type() -> None:
+    """An entity with float, boolean, date and datetime columns and a text key."""
+    with EngineServer(extra_entities=(EVERYTHING,)) as server:
+        status, output = run_fuzz(server.url, *FAST, "--entity", "things")
+    assert status == 0, output
+    assert "PASSED: 5 properties on 1 entities" in output
