@@ -618,3 +618,14 @@ def test_read_one_update_delete_honour_filters(
     current = {**row, "n": 7} if inside and row is not None else row
     deleted = store.execute(Delete(entity=THINGS, key=key, filters=filters))
     assert deleted == (current if current is not None and matches(filters, current) else None)
+
+
+def test_writes_never_change_a_table_a_reader_holds(blog: MemoryStorage, users: Entity) -> None:
+    """Copy-on-write: a read running in another thread iterates a snapshot."""
+    snapshot = blog._table(users)
+    copied = {key: dict(row) for key, row in snapshot.items()}
+    blog.insert("public.users", [{"name": "new"}])
+    blog.execute(Update(entity=users, key=3, changes={"age": 99}, filters=NO_FILTERS))
+    blog.execute(Delete(entity=users, key=4, filters=NO_FILTERS))
+    assert snapshot == copied
+    assert blog.rows("public.users")[2]["age"] == 99
