@@ -204,13 +204,17 @@ class _Target:
 class _Compiled:
     """One cached statement: SQL text with placeholders, and the result layout."""
 
-    __slots__ = ("converters", "names", "plain", "sql")
+    __slots__ = ("convert", "names", "sql")
 
     def __init__(self, sql: str, names: Sequence[str], converters: Sequence[Any]) -> None:
         self.sql = sql
         self.names = tuple(names)
-        self.converters = tuple(converters)
-        self.plain = all(c is None for c in converters)
+        #: (position, column, converter) for the columns whose values need converting.
+        self.convert = tuple(
+            (i, name, conv)
+            for i, (name, conv) in enumerate(zip(names, converters, strict=True))
+            if conv is not None
+        )
 
 
 class PeeweeStorage:
@@ -237,6 +241,7 @@ class PeeweeStorage:
         self._entities: dict[str, Entity] = {}
         self._targets: dict[str, _Target] = {}
         self._sql: dict[tuple[Any, ...], _Compiled] = {}
+        self._by_entity: dict[int, tuple[Entity, tuple[str, _Target, Any]]] = {}
         self._write_lock = threading.Lock()
         self._local = threading.local()
 
@@ -323,6 +328,8 @@ class PeeweeStorage:
             kind = _column_type(field)
             target.to_db[col] = self._to_db(field, kind)
             target.to_py[col] = self._to_py(kind)
+            if kind is ColumnType.TEXT and isinstance(field, peewee.CharField | peewee.TextField):
+                target.to_py[col] = None  # already str
             if field.default is not None:
                 target.defaults[col] = field.default
         return target
@@ -448,28 +455,45 @@ class PeeweeStorage:
 
         Raises :class:`wsspec_core.StorageFailure` for every database failure.
         """
+        kind = type(operation)
         try:
-            if isinstance(operation, ReadOne | ReadList):
-                reused = not self._db.is_closed()
+            if kind is ReadOne or kind is ReadList:
+                reused = not self._db._state.closed
                 try:
-                    return self._read(operation)
+                    if kind is ReadOne:
+                        return self._read_one(operation)  # type: ignore[arg-type]
+                    return self._read_list(operation)  # type: ignore[arg-type]
                 except Exception as exc:
                     if not (reused and self._lost_connection(exc, operation.entity)):
                         raise
                 # A read is safe to repeat: once, on a fresh connection (the server
                 # restarted, or dropped an idle connection). Writes are never retried.
                 self._drop_connection()
-                return self._read(operation)
-            if isinstance(operation, Create | Update | Delete):
+                return self._read(operation)  # type: ignore[arg-type]
+            if kind is Create or kind is Update or kind is Delete:
                 with self._write_lock:
-                    return self._write(operation)
-            raise TypeError(f"unknown storage operation {type(operation).__name__}")
+                    return self._write(operation)  # type: ignore[arg-type]
+            raise TypeError(f"unknown storage operation {kind.__name__}")
         except StorageFailure:
             raise
         except Exception as exc:
             raise self._failure(exc, operation.entity) from None
 
     # --- reads ---------------------------------------------------------------------------
+
+    def _resolve(self, entity: Entity) -> tuple[str, _Target, Callable[[Any], Any] | None]:
+        """The entity's qualified name, target and key converter, cached by identity (the
+        engine passes the same Entity objects again and again)."""
+        found = self._by_entity.get(id(entity))
+        if found is not None and found[0] is entity:
+            return found[1]
+        name = entity.qualified_name
+        target = self._targets[name]
+        resolved = (name, target, target.to_db[entity.primary_key.name])
+        if len(self._by_entity) >= _SQL_CACHE_SIZE:
+            self._by_entity.clear()
+        self._by_entity[id(entity)] = (entity, resolved)
+        return resolved
 
     def _read(self, op: ReadOne | ReadList) -> Any:
         if isinstance(op, ReadOne):
@@ -484,16 +508,19 @@ class PeeweeStorage:
         return kind is StorageErrorKind.UNAVAILABLE or self._connection_broken()
 
     def _read_one(self, op: ReadOne) -> Row | None:
-        name = op.entity.qualified_name
-        target = self._targets[name]
+        entity = op.entity
+        name, target, key_to_db = self._resolve(entity)
         selection = op.selection
-        shape, params = self._filter_shape(target, op.filters) if op.filters.groups else ((), [])
-        key = ("one", name, shape, selection.columns, _preload_shape(selection.preload))
+        preload = selection.preload
+        if op.filters.groups:
+            shape, params = self._filter_shape(target, op.filters)
+        else:
+            shape, params = (), []
+        key = ("one", name, shape, selection.columns, _preload_shape(preload) if preload else ())
         compiled = self._sql.get(key)
         if compiled is None:
             compiled = self._compile_one(op, shape, key)
-        conv = target.to_db[op.entity.primary_key.name]
-        params.insert(0, op.key if conv is None else conv(op.key))
+        params.insert(0, op.key if key_to_db is None else key_to_db(op.key))
         found = self._connection().execute(compiled.sql, params).fetchone()
         if found is None:
             return None
@@ -504,12 +531,19 @@ class PeeweeStorage:
         return row
 
     def _read_list(self, op: ReadList) -> ListResult:
-        name = op.entity.qualified_name
-        target = self._targets[name]
+        name, target, _ = self._resolve(op.entity)
         selection = op.selection
         shape, params = self._filter_shape(target, op.filters)
         sort = tuple((k.column, k.descending) for k in op.sort)
-        key = ("list", name, shape, sort, selection.columns, _preload_shape(selection.preload))
+        preload = selection.preload
+        key = (
+            "list",
+            name,
+            shape,
+            sort,
+            selection.columns,
+            _preload_shape(preload) if preload else (),
+        )
         compiled = self._sql.get(key)
         if compiled is None:
             compiled = self._compile_list(op, shape, sort, key)
@@ -533,12 +567,12 @@ class PeeweeStorage:
 
     @staticmethod
     def _row(compiled: _Compiled, values: Sequence[Any]) -> Row:
-        if compiled.plain:
-            return dict(zip(compiled.names, values, strict=True))
-        return {
-            name: (v if conv is None or v is None else conv(v))
-            for name, conv, v in zip(compiled.names, compiled.converters, values, strict=True)
-        }
+        row = dict(zip(compiled.names, values))  # noqa: B905  (same length by construction)
+        for index, name, convert in compiled.convert:
+            value = values[index]
+            if value is not None:
+                row[name] = convert(value)
+        return row
 
     def _fetch_columns(
         self, entity: Entity, columns: Sequence[str], preloads: Sequence[Preload]
