@@ -71,6 +71,16 @@ _MAX_EXACT_FLOAT = 2.0**53
 #: Client strings echoed in error messages are cut to this many characters.
 _ECHO_LIMIT = 100
 
+# Enum values as plain strings: reading ``.value`` costs a descriptor call per use.
+_PING = MessageType.PING.value
+_REQUEST = MessageType.REQUEST.value
+_SUBSCRIPTION = MessageType.SUBSCRIPTION.value
+_SUBSCRIBE = Operation.SUBSCRIBE.value
+_UNSUBSCRIBE = Operation.UNSUBSCRIBE.value
+_RESPONSE = MessageType.RESPONSE.value
+_NOTIFICATION = MessageType.NOTIFICATION.value
+_PONG = MessageType.PONG.value
+
 _REQUEST_OPERATIONS = {
     "read": Operation.READ,
     "create": Operation.CREATE,
@@ -177,11 +187,11 @@ def _decode_object(obj: dict[str, Any]) -> InboundMessage | DecodeError:
     if not isinstance(raw_type, str):
         return _error(error_id, "invalid_message", "Message type must be a string")
     kind = raw_type.lower()
-    if kind == MessageType.PING.value:
+    if kind == _PING:
         if raw_id is not None and message_id is None:
             return _error("", "invalid_message", "Message id must be a string or a number")
         return Ping(id=message_id)
-    if kind not in (MessageType.REQUEST.value, MessageType.SUBSCRIPTION.value):
+    if kind not in (_REQUEST, _SUBSCRIPTION):
         return _error(error_id, "invalid_message_type", f"Unknown message type: {_echo(raw_type)}")
 
     # 2. id
@@ -197,16 +207,16 @@ def _decode_object(obj: dict[str, Any]) -> InboundMessage | DecodeError:
     if not isinstance(raw_operation, str):
         return _error(message_id, "invalid_message", "operation must be a string")
     operation_name = raw_operation.lower()
-    if kind == MessageType.REQUEST.value:
+    if kind == _REQUEST:
         operation = _REQUEST_OPERATIONS.get(operation_name)
         if operation is None:
             return _error(
                 message_id, "invalid_operation", f"Unknown operation: {_echo(raw_operation)}"
             )
         return _decode_request(obj, message_id, operation)
-    if operation_name == Operation.SUBSCRIBE.value:
+    if operation_name == _SUBSCRIBE:
         return _decode_subscribe(obj, message_id)
-    if operation_name == Operation.UNSUBSCRIBE.value:
+    if operation_name == _UNSUBSCRIBE:
         return _decode_unsubscribe(obj, message_id)
     return _error(
         message_id,
@@ -544,7 +554,7 @@ def make_converter() -> cattrs.Converter:
     def unstructure_response(message: Response) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": message.id,
-            "type": MessageType.RESPONSE.value,
+            "type": _RESPONSE,
             "success": message.success,
         }
         if message.success:
@@ -560,7 +570,7 @@ def make_converter() -> cattrs.Converter:
 
     def unstructure_notification(message: Notification) -> dict[str, Any]:
         return {
-            "type": MessageType.NOTIFICATION.value,
+            "type": _NOTIFICATION,
             "operation": message.operation.value,
             "subscription_id": message.subscription_id,
             "schema": message.schema,
@@ -573,8 +583,8 @@ def make_converter() -> cattrs.Converter:
 
     def unstructure_pong(message: Pong) -> dict[str, Any]:
         if message.id is None:
-            return {"type": MessageType.PONG.value, "timestamp": message.timestamp}
-        return {"type": MessageType.PONG.value, "id": message.id, "timestamp": message.timestamp}
+            return {"type": _PONG, "timestamp": message.timestamp}
+        return {"type": _PONG, "id": message.id, "timestamp": message.timestamp}
 
     converter.register_unstructure_hook(Pong, unstructure_pong)
 
@@ -610,7 +620,7 @@ def make_converter() -> cattrs.Converter:
     )
 
     def unstructure_request(message: Request) -> dict[str, Any]:
-        out = {"type": MessageType.REQUEST.value, **request_fields(message)}
+        out = {"type": _REQUEST, **request_fields(message)}
         out["id"] = message.id  # an id is never omitted
         out["operation"] = message.operation.value
         out["entity"] = message.entity
@@ -622,8 +632,8 @@ def make_converter() -> cattrs.Converter:
 
     def unstructure_subscribe(message: Subscribe) -> dict[str, Any]:
         return {
-            "type": MessageType.SUBSCRIPTION.value,
-            "operation": Operation.SUBSCRIBE.value,
+            "type": _SUBSCRIPTION,
+            "operation": _SUBSCRIBE,
             **subscribe_fields(message),
         }
 
@@ -631,8 +641,8 @@ def make_converter() -> cattrs.Converter:
 
     def unstructure_unsubscribe(message: Unsubscribe) -> dict[str, Any]:
         return {
-            "type": MessageType.SUBSCRIPTION.value,
-            "operation": Operation.UNSUBSCRIBE.value,
+            "type": _SUBSCRIPTION,
+            "operation": _UNSUBSCRIBE,
             "id": message.id,
             "subscription_id": message.subscription_id,
         }
@@ -641,8 +651,8 @@ def make_converter() -> cattrs.Converter:
 
     def unstructure_ping(message: Ping) -> dict[str, Any]:
         if message.id is None:
-            return {"type": MessageType.PING.value}
-        return {"type": MessageType.PING.value, "id": message.id}
+            return {"type": _PING}
+        return {"type": _PING, "id": message.id}
 
     converter.register_unstructure_hook(Ping, unstructure_ping)
     return converter
@@ -706,9 +716,9 @@ def encode_inbound(message: InboundMessage) -> str:
 
 
 _OUTBOUND_CLASSES: dict[str, type[Response] | type[Notification] | type[Pong]] = {
-    MessageType.RESPONSE.value: Response,
-    MessageType.NOTIFICATION.value: Notification,
-    MessageType.PONG.value: Pong,
+    _RESPONSE: Response,
+    _NOTIFICATION: Notification,
+    _PONG: Pong,
 }
 
 

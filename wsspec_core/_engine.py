@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -118,35 +118,68 @@ class _ConnState(enum.Enum):
     CLOSING = "closing"  # we sent CloseConnection; waiting for ConnectionClosed
 
 
+_NO_OPTIONS = QueryOptions()
+
+
 class _RunKind(enum.Enum):
     DONE = "done"  # answered on arrival (errors, ping)
     SHARED = "shared"  # reads and meta: may run alongside other shared runs
     EXCLUSIVE = "exclusive"  # writes and subscription changes: run alone
 
 
-@attrs.define(eq=False)
 class _Run:
-    """One received message on its way to a response."""
+    """One received message on its way to a response.
 
-    conn: _Connection
-    kind: _RunKind
-    message: Request | Subscribe | Unsubscribe | None = None
-    entity: Entity | None = None
-    started: bool = False
-    response: Response | Pong | None = None
-    #: What the steps read and hooks may change.
-    options: QueryOptions = QueryOptions()
-    data: Any = None
-    record_id: Any = None
-    result: Any = None
-    metadata: dict[str, Any] | None = None
-    subscription_id: str | None = None
-    context: HookContext | None = None
-    hooks_ran: bool = False
-    #: The validated storage operation (read) or the coerced key/data (writes).
-    key: Any = None
-    #: Set when a write of this run committed: the response releases held notifications.
-    committed: bool = False
+    A plain slotted class rather than an attrs one: one is built per message, and a
+    hand-written ``__init__`` costs a quarter of the generated one.
+    """
+
+    __slots__ = (
+        "committed",
+        "conn",
+        "context",
+        "data",
+        "entity",
+        "hooks_ran",
+        "key",
+        "kind",
+        "message",
+        "options",
+        "record_id",
+        "response",
+        "result",
+        "started",
+        "subscription_id",
+    )
+
+    def __init__(
+        self,
+        conn: _Connection,
+        kind: _RunKind,
+        message: Request | Subscribe | Unsubscribe | None = None,
+        entity: Entity | None = None,
+        *,
+        response: Response | Pong | None = None,
+        options: QueryOptions = _NO_OPTIONS,
+    ) -> None:
+        self.conn = conn
+        self.kind = kind
+        self.message = message
+        self.entity = entity
+        self.response = response
+        self.started = False
+        #: What the steps read and hooks may change.
+        self.options = options
+        self.data: Any = None
+        self.record_id: Any = None
+        self.result: Any = None
+        self.subscription_id: str | None = None
+        self.context: HookContext | None = None
+        self.hooks_ran = False
+        #: The validated storage operation of the run.
+        self.key: Any = None
+        #: Set when a write of this run committed: its response releases held notifications.
+        self.committed = False
 
 
 @attrs.define(eq=False)
@@ -171,6 +204,10 @@ class _Connection:
 
 
 _Continuation = Callable[[], None]
+_T = TypeVar("_T")
+
+#: Compiled queries kept per engine; the cache is cleared when it reaches this size.
+_COMPILED_CACHE_SIZE = 1024
 
 
 class Engine:
@@ -201,6 +238,8 @@ class Engine:
         self._now = 0.0
         self._shutting_down = False
         self._next_sweep: float | None = None
+        self._timestamp_of: tuple[float, str] = (-1.0, "")
+        self._compiled_cache: dict[tuple[str, str, QueryOptions], Any] = {}
 
     # --- public surface ----------------------------------------------------------
 
@@ -259,6 +298,35 @@ class Engine:
         self._schedule_sweep()
         context = self._connection_context(conn, HookType.AFTER_CONNECT)
         self._call_hooks(None, HookType.AFTER_CONNECT, context, lambda: None)
+
+    def _timestamp(self) -> str:
+        """The RFC 3339 form of the current event's ``now`` (formatted once per ``now``)."""
+        now, text = self._timestamp_of
+        if now != self._now:
+            text = format_timestamp(self._now)
+            self._timestamp_of = (self._now, text)
+        return text
+
+    def _compiled(
+        self, kind: str, entity: Entity, options: QueryOptions, build: Callable[[], _T]
+    ) -> _T:
+        """``build()``, remembered per ``(kind, entity, options)``.
+
+        Compiling options depends only on them, the entity and the engine's fixed registry
+        and limits, so clients repeating a query shape skip validation. Options holding
+        lists (``in`` values) are not hashable and are simply compiled each time.
+        """
+        try:
+            key = (kind, entity.qualified_name, options)
+            found = self._compiled_cache.get(key)
+        except TypeError:
+            return build()
+        if found is None:
+            found = build()
+            if len(self._compiled_cache) >= _COMPILED_CACHE_SIZE:
+                self._compiled_cache.clear()
+            self._compiled_cache[key] = found
+        return found
 
     def _connection_context(self, conn: _Connection, hook_type: HookType) -> HookContext:
         return HookContext(
@@ -408,7 +476,7 @@ class Engine:
             return _Run(
                 conn,
                 _RunKind.DONE,
-                response=Pong(id=message.id, timestamp=format_timestamp(self._now)),
+                response=Pong(id=message.id, timestamp=self._timestamp()),
             )
         if self._rate_limited(conn):
             return self._answered(
@@ -457,10 +525,18 @@ class Engine:
         operation = run.message.operation
         if operation is Operation.META:
             return
+        options = run.options
         if operation is Operation.READ and run.record_id is None:
-            run.key = compile_read(entity, run.options, self.registry, self.limits)
+            run.key = self._compiled(
+                "read",
+                entity,
+                options,
+                lambda: compile_read(entity, options, self.registry, self.limits),
+            )
             return
-        filters = compile_filters(entity, run.options.filters)
+        filters = self._compiled(
+            "filters", entity, options, lambda: compile_filters(entity, options.filters)
+        )
         if operation is Operation.CREATE:
             records = run.data if isinstance(run.data, list) else [run.data]
             if not records:
@@ -475,7 +551,12 @@ class Engine:
             return
         key = coerce_key(entity, run.record_id)
         if operation is Operation.READ:
-            selection = compile_selection(entity, run.options, self.registry)
+            selection = self._compiled(
+                "selection",
+                entity,
+                options,
+                lambda: compile_selection(entity, options, self.registry),
+            )
             run.key = ReadOne(entity=entity, key=key, filters=filters, selection=selection)
         elif operation is Operation.UPDATE:
             changes = coerce_record(entity, run.data, partial=True)
@@ -563,7 +644,7 @@ class Engine:
         response = Response(
             id=run.message.id,
             success=True,
-            timestamp=format_timestamp(self._now),
+            timestamp=self._timestamp(),
             data=data,
             metadata=metadata,
         )
@@ -574,9 +655,7 @@ class Engine:
         self._finish(run, self._error_response(run.message.id, error))
 
     def _error_response(self, message_id: MessageId, error: ErrorInfo) -> Response:
-        return Response(
-            id=message_id, success=False, timestamp=format_timestamp(self._now), error=error
-        )
+        return Response(id=message_id, success=False, timestamp=self._timestamp(), error=error)
 
     # --- hooks -------------------------------------------------------------------
 
@@ -827,7 +906,7 @@ class Engine:
         subscriptions = self._subscriptions.route(entity, row)
         if not subscriptions:
             return
-        timestamp = format_timestamp(self._now)
+        timestamp = self._timestamp()
         data = dict(row)  # one copy for all: after-hooks may change the response's row
         for subscription in subscriptions:
             conn = self._connections.get(subscription.connection_id)

@@ -22,6 +22,10 @@ from ._messages import ErrorInfo, FilterSpec, MessageId, Operation, QueryOptions
 
 
 class HookType(enum.Enum):
+    # Members are singletons compared by identity, so the C-level identity hash is
+    # correct, and much cheaper than Enum's Python-level one on hot dict lookups.
+    __hash__ = object.__hash__
+
     BEFORE_HANDLE = "before_handle"
     BEFORE_READ = "before_read"
     AFTER_READ = "after_read"
@@ -157,6 +161,8 @@ class HookRegistry:
         return lambda hook: self.register(hook_type, hook)
 
     def get(self, hook_type: HookType) -> tuple[Hook, ...]:
+        if not self._hooks:  # the common case, kept cheap: enum hashing is not free
+            return ()
         return tuple(self._hooks.get(hook_type, ()))
 
     def clear(self, hook_type: HookType | None = None) -> None:

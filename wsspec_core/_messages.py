@@ -21,6 +21,10 @@ RecordId = str | int
 
 
 class MessageType(enum.Enum):
+    # Members are singletons compared by identity, so the C-level identity hash is
+    # correct, and much cheaper than Enum's Python-level one on hot dict lookups.
+    __hash__ = object.__hash__
+
     REQUEST = "request"
     SUBSCRIPTION = "subscription"
     PING = "ping"
@@ -30,6 +34,10 @@ class MessageType(enum.Enum):
 
 
 class Operation(enum.Enum):
+    # Members are singletons compared by identity, so the C-level identity hash is
+    # correct, and much cheaper than Enum's Python-level one on hot dict lookups.
+    __hash__ = object.__hash__
+
     READ = "read"
     CREATE = "create"
     UPDATE = "update"

@@ -24,6 +24,10 @@ Row = dict[str, Any]
 
 
 class Operator(enum.Enum):
+    # Members are singletons compared by identity, so the C-level identity hash is
+    # correct, and much cheaper than Enum's Python-level one on hot dict lookups.
+    __hash__ = object.__hash__
+
     EQ = "eq"
     NEQ = "neq"
     GT = "gt"

@@ -6,6 +6,7 @@ notifications")."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from engine_driver import Driver
@@ -354,14 +355,14 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def notified_exactly_as_expected(self) -> None:
-        assert sorted(self.notified) == sorted(self.expected)
+        assert Counter(self.notified) == Counter(self.expected)
 
     def teardown(self) -> None:
         if not hasattr(self, "driver"):
             return
         while self.driver.storage_pending:
             self.commit(self.driver.storage_pending.popleft())
-        assert sorted(self.notified) == sorted(self.expected)
+        assert Counter(self.notified) == Counter(self.expected)
         for conn in self.open:
             assert self.answered.get(conn, []) == self.sent_ids.get(conn, []), conn
 
