@@ -550,3 +550,65 @@ def test_other_errors_are_generic(backend: Backend) -> None:
         assert create(backend, "tags", {"slug": "ok"})[0]["slug"] == "ok"
     finally:
         backend.db.create_tables(list(backend.models.values()))
+
+
+def test_values_are_bound_never_interpolated(backend: Backend) -> None:
+    evil = "x'); DROP TABLE tbl_users; --"
+    created = create(backend, USERS, {"name": evil})[0]
+    result = read(
+        backend,
+        USERS,
+        filters=(filt("name", "eq", evil), filt("name", "like", evil + "%", "or")),
+    )
+    assert ids(result) == [created["id"]]
+    for compiled in backend.storage._sql.values():
+        assert "DROP" not in compiled.sql
+
+
+def test_threads_read_while_one_writes(backend: Backend) -> None:
+    import threading
+
+    users = backend.entity(USERS)
+    create(backend, USERS, *({"name": f"u{i}"} for i in range(30)))
+    errors: list[BaseException] = []
+    done = threading.Event()
+    listing = ReadList(
+        entity=users,
+        filters=NO_FILTERS,
+        sort=(),
+        limit=10,
+        offset=0,
+        selection=Selection(columns=("id", "age")),
+    )
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                assert len(backend.storage.execute(listing).rows) == 10
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            backend.storage.close()
+
+    def writer() -> None:
+        try:
+            for i in range(60):
+                backend.storage.execute(
+                    Update(entity=users, key=1 + i % 30, changes={"age": i}, filters=NO_FILTERS)
+                )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+            backend.storage.close()
+
+    first = read(backend, USERS, limit=1).rows[0]["id"]
+    assert first >= 1
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads.append(threading.Thread(target=writer))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert read(backend, USERS, filters=(filt("age", "is_not_null"),)).total == 30
