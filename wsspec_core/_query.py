@@ -105,7 +105,8 @@ class Preload:
 class Selection:
     """Which columns and relations a read returns."""
 
-    #: The columns to return, in entity order; every column when the client named none.
+    #: The columns to return: those the client named, in its order, less ``omit_columns``;
+    #: every column, in entity order, when it named none.
     columns: tuple[str, ...]
     preload: tuple[Preload, ...] = ()
 
