@@ -70,9 +70,14 @@ def bench_requests(n: int = 20_000) -> tuple[float, float]:
             ws.encode(send.message)
         return time.perf_counter() - start
 
-    response = {"id": "x", "type": "response", "success": True, "data": ROWS,
-                "metadata": {"total": 10, "count": 10, "limit": 10, "offset": 0},
-                "timestamp": "2025-01-01T00:00:00.000Z"}
+    response = {
+        "id": "x",
+        "type": "response",
+        "success": True,
+        "data": ROWS,
+        "metadata": {"total": 10, "count": 10, "limit": 10, "offset": 0},
+        "timestamp": "2025-01-01T00:00:00.000Z",
+    }
 
     def json_run() -> float:
         start = time.perf_counter()
@@ -98,8 +103,12 @@ def bench_routing(subscriptions: int, changes: int = 2_000) -> float:
                 ws.FilterSpec(column="status", operator="eq", value="active"),
             ],
         )
-        idx.add(Subscription(id=f"s{i}", connection_id=i, entity=USERS, filters=filters, sequence=i))
-    rows = [{"id": i % subscriptions, "name": "x", "status": "active", "age": 1} for i in range(changes)]
+        idx.add(
+            Subscription(id=f"s{i}", connection_id=i, entity=USERS, filters=filters, sequence=i)
+        )
+    rows = [
+        {"id": i % subscriptions, "name": "x", "status": "active", "age": 1} for i in range(changes)
+    ]
 
     def run() -> float:
         start = time.perf_counter()
@@ -116,7 +125,9 @@ def main() -> None:
     print(f"  engine:            {engine_rate:10,.0f} requests/s  (target >= 50,000)")
     print(f"  json floor:        {json_rate:10,.0f} round trips/s")
     print(f"  engine / floor:    {engine_rate / json_rate:10.2f}x")
-    print(f"  engine per request:{1e6 / engine_rate:10.1f} us (trio-websocket costs ~86 us/message)")
+    print(
+        f"  engine per request:{1e6 / engine_rate:10.1f} us (trio-websocket costs ~86 us/message)"
+    )
     small = bench_routing(100)
     large = bench_routing(100_000)
     print("routing one change, equality-filtered subscriptions on one entity")

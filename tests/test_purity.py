@@ -42,6 +42,8 @@ def test_core_source_imports_no_io_module() -> None:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
             offenders += [
-                f"{path.name}: {n}" for n in names if n.split(".")[0] in [*IO_MODULES, "random", "uuid", "secrets", "os"]
+                f"{path.name}: {n}"
+                for n in names
+                if n.split(".")[0] in [*IO_MODULES, "random", "uuid", "secrets", "os"]
             ]
     assert offenders == []

@@ -20,7 +20,13 @@ users = ws.Entity(
     name="users",
     table_name="users",
     columns=[
-        ws.Column(name="id", type=ws.ColumnType.INTEGER, primary_key=True, nullable=False, has_default=True),
+        ws.Column(
+            name="id",
+            type=ws.ColumnType.INTEGER,
+            primary_key=True,
+            nullable=False,
+            has_default=True,
+        ),
         ws.Column(name="name", type=ws.ColumnType.TEXT, nullable=False),
         ws.Column(name="status", type=ws.ColumnType.TEXT),
     ],
@@ -49,15 +55,21 @@ def carry_out(action: ws.Action) -> None:
         try:
             result = storage.execute(action.operation)
         except ws.StorageFailure as exc:
-            events.append(ws.StorageFailed(operation_id=action.operation_id, error=exc.error, now=now))
+            events.append(
+                ws.StorageFailed(operation_id=action.operation_id, error=exc.error, now=now)
+            )
         else:
-            events.append(ws.StorageCompleted(operation_id=action.operation_id, result=result, now=now))
+            events.append(
+                ws.StorageCompleted(operation_id=action.operation_id, result=result, now=now)
+            )
     elif isinstance(action, ws.RunHooks):
         failure = ws.run_hooks_sync(action.hooks, action.context)
         if failure is None:
             events.append(ws.HooksCompleted(call_id=action.call_id, now=now))
         else:
-            events.append(ws.HooksFailed(call_id=action.call_id, error=ws.hook_failure(failure), now=now))
+            events.append(
+                ws.HooksFailed(call_id=action.call_id, error=ws.hook_failure(failure), now=now)
+            )
     elif isinstance(action, ws.AcceptConnection):
         print(f"client {action.connection_id} accepted")
     elif isinstance(action, ws.CloseConnection | ws.RejectConnection):
@@ -74,21 +86,40 @@ def run(event: ws.Event) -> None:
 
 frames = {
     "alice": [
-        {"id": "s1", "type": "subscription", "operation": "subscribe", "entity": "users",
-         "options": {"filters": [{"column": "status", "operator": "eq", "value": "active"}]}},
+        {
+            "id": "s1",
+            "type": "subscription",
+            "operation": "subscribe",
+            "entity": "users",
+            "options": {"filters": [{"column": "status", "operator": "eq", "value": "active"}]},
+        },
     ],
     "bob": [
-        {"id": "c1", "type": "request", "operation": "create", "entity": "users",
-         "data": {"name": "Ann", "status": "active"}},
-        {"id": "c2", "type": "request", "operation": "create", "entity": "users",
-         "data": {"name": "", "status": "active"}},
+        {
+            "id": "c1",
+            "type": "request",
+            "operation": "create",
+            "entity": "users",
+            "data": {"name": "Ann", "status": "active"},
+        },
+        {
+            "id": "c2",
+            "type": "request",
+            "operation": "create",
+            "entity": "users",
+            "data": {"name": "", "status": "active"},
+        },
         {"id": "r1", "type": "request", "operation": "read", "schema": "public", "entity": "users"},
         {"id": "p1", "type": "ping"},
     ],
 }
 
 for client in frames:
-    run(ws.ConnectionOpened(connection_id=client, request=ws.RequestInfo(path="/ws"), now=time.time()))
+    run(
+        ws.ConnectionOpened(
+            connection_id=client, request=ws.RequestInfo(path="/ws"), now=time.time()
+        )
+    )
 for client, messages in frames.items():
     for message in messages:
         run(ws.MessageReceived(connection_id=client, data=json.dumps(message), now=time.time()))
