@@ -550,7 +550,7 @@ class PeeweeStorage:
         conn = self._connection()
         cursor = conn.execute(compiled.sql, [*params, op.limit, op.offset])
         rows = [self._row(compiled, r) for r in cursor.fetchall()]
-        if op.offset == 0 and 0 < len(rows) < op.limit:
+        if op.offset == 0 and len(rows) < op.limit:
             # The page holds every matching row, so it is the total: no COUNT needed.
             total = len(rows)
         else:
