@@ -602,8 +602,10 @@ class Fuzzer:
 
     def _prop_malformed(self, data: st.DataObject, target: _Target | None) -> None:
         entity = self._pick(data, target).entity
-        bad = data.draw(wst.malformed_frames(entity), label="frame")
-        self.describe("malformed frame", bad.reason)
+        bad = data.draw(
+            st.one_of(wst.malformed_frames(entity), wst.invalid_requests(entity)), label="frame"
+        )
+        self.describe("invalid frame", bad.reason)
         self.describe("expected error", bad.code)
         main = self.main
         main.inbox.clear()
@@ -617,12 +619,12 @@ class Fuzzer:
         code = _error_code(reply)
         if code != bad.code:
             raise PropertyFailure(
-                f"a malformed frame ({bad.reason}) was answered with {code!r}, not {bad.code!r}"
+                f"an invalid frame ({bad.reason}) was answered with {code!r}, not {bad.code!r}"
             )
         main.barrier(0)
         stray = [m for m in main.inbox if m.get("type") in ("response", "pong")]
         if stray:
-            raise PropertyFailure(f"more than one reply to a malformed frame: {dump(stray[0])}")
+            raise PropertyFailure(f"more than one reply to an invalid frame: {dump(stray[0])}")
 
     def _prop_roundtrip(self, data: st.DataObject, target: _Target | None) -> None:
         chosen = self._pick(data, target)

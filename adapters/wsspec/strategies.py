@@ -51,6 +51,7 @@ __all__ = [
     "MalformedFrame",
     "filter_specs",
     "filters",
+    "invalid_requests",
     "malformed_frames",
     "message_ids",
     "messages",
@@ -58,6 +59,7 @@ __all__ = [
     "query_options",
     "requests",
     "rows",
+    "subscribes",
     "to_wire",
     "values_for",
 ]
@@ -769,3 +771,116 @@ def malformed_frames(entity: Entity | None = None) -> st.SearchStrategy[Malforme
     return _malformed(
         entity.name, entity.schema or None, entity.primary_key.type is ColumnType.INTEGER
     )
+
+
+_UNKNOWN = "no_such_column_zz"
+
+
+@st.composite
+def _invalid_request(draw: st.DrawFn, entity: Entity) -> MalformedFrame:
+    mid: str = draw(st.text(st.sampled_from("abcdefghij0123456789-"), min_size=1, max_size=8))
+    ref: dict[str, Any] = {"entity": entity.name}
+    if entity.schema:
+        ref["schema"] = entity.schema
+    subscribe = draw(st.booleans())
+    base: dict[str, Any] = (
+        {"id": mid, "type": "subscription", "operation": "subscribe", **ref}
+        if subscribe
+        else {"id": mid, "type": "request", "operation": "read", **ref}
+    )
+    read = {"id": mid, "type": "request", "operation": "read", **ref}
+    unknown = _UNKNOWN
+    while unknown in entity.columns_by_name or unknown in entity.relations_by_name:
+        unknown += "_"
+    columns = list(entity.columns)
+    column = draw(st.sampled_from(columns))
+
+    def frame(obj: dict[str, Any], code: str, reason: str) -> MalformedFrame:
+        return MalformedFrame(frame=_dump(obj), code=code, id=mid, reason=reason)
+
+    def with_filter(spec: dict[str, Any]) -> dict[str, Any]:
+        return {**base, "options": {"filters": [spec]}}
+
+    kinds = ["filter-column", "operator", "value", "entity", "unsubscribe"]
+    kinds += ["sort-column", "direction", "columns", "preload", "record-id"]
+    non_text = [c for c in columns if c.type is not ColumnType.TEXT]
+    if non_text:
+        kinds.append("like")
+    kind = draw(st.sampled_from(kinds))
+    if kind == "filter-column":
+        spec = {"column": unknown, "operator": "eq", "value": 1}
+        return frame(with_filter(spec), "invalid_column", "a filter on an unknown column")
+    if kind == "operator":
+        operator = draw(st.sampled_from(["equals", "=", "~", "like2", "contains", ""]))
+        spec = {"column": column.name, "operator": operator, "value": 1}
+        return frame(with_filter(spec), "invalid_filter", f"unknown operator {operator!r}")
+    if kind == "like":
+        target = draw(st.sampled_from(non_text))
+        operator = draw(st.sampled_from(["like", "ilike"]))
+        spec = {"column": target.name, "operator": operator, "value": "%1%"}
+        return frame(with_filter(spec), "invalid_filter", f"{operator} on a {target.type.value}")
+    if kind == "value":
+        bad_values: dict[ColumnType, list[Any]] = {
+            ColumnType.INTEGER: ["abc", True, 1.5, "1.5", {"a": 1}],
+            ColumnType.FLOAT: ["abc", True, {"a": 1}, [[1]]],
+            ColumnType.TEXT: [True, {"a": 1}],
+            ColumnType.BOOLEAN: ["yes", 2, {"a": 1}],
+            ColumnType.DATE: ["not a date", True, "2024-13-45"],
+            ColumnType.DATETIME: ["not a time", True, "2024-01-01T25:00:00"],
+        }
+        value = draw(st.sampled_from(bad_values[column.type]))
+        operator = draw(st.sampled_from(["eq", "neq", "gt", "lte"]))
+        spec = {"column": column.name, "operator": operator, "value": value}
+        return frame(
+            with_filter(spec),
+            "invalid_filter",
+            f"{_dump(value)} does not coerce to {column.type.value}",
+        )
+    if kind == "entity":
+        name = draw(st.sampled_from(["no_such_entity_zz", entity.name + "_zz"]))
+        obj = {**base, "entity": name}
+        obj.pop("schema", None)
+        return frame(obj, "model_not_found", "an unknown entity")
+    if kind == "unsubscribe":
+        obj = {
+            "id": mid,
+            "type": "subscription",
+            "operation": "unsubscribe",
+            "subscription_id": "no-such-subscription-" + mid,
+        }
+        return frame(obj, "subscription_not_found", "unsubscribe of an unknown subscription")
+    if kind == "sort-column":
+        obj = {**read, "options": {"sort": [{"column": unknown, "direction": "asc"}]}}
+        return frame(obj, "invalid_column", "sort on an unknown column")
+    if kind == "direction":
+        direction = draw(st.sampled_from(["up", "ascending", "", "random"]))
+        obj = {**read, "options": {"sort": [{"column": column.name, "direction": direction}]}}
+        return frame(obj, "invalid_options", f"sort direction {direction!r}")
+    if kind == "columns":
+        obj = {**read, "options": {"columns": [column.name, unknown]}}
+        return frame(obj, "invalid_column", "an unknown column in options.columns")
+    if kind == "preload":
+        obj = {**read, "options": {"preload": [{"relation": unknown}]}}
+        return frame(obj, "invalid_column", "a preload of an unknown relation")
+    # record-id
+    key = entity.primary_key
+    if key.type is ColumnType.INTEGER:
+        obj = {**read, "record_id": draw(st.sampled_from(["abc", "1.5", "1e3", "0x10"]))}
+        return frame(obj, "invalid_message", "a record_id that is not an integer key")
+    obj = {**read, "entity": "no_such_entity_zz"}
+    obj.pop("schema", None)
+    return frame(obj, "model_not_found", "an unknown entity")
+
+
+def invalid_requests(entity: Entity) -> st.SearchStrategy[MalformedFrame]:
+    """Well-formed frames that ``entity``'s server must still refuse, with the code.
+
+    Unlike :func:`malformed_frames`, these decode fine: the mistake shows only against the
+    entity (docs/protocol.md "Validation order", steps 8-10): unknown columns in filters,
+    sort, ``columns`` or preload (``invalid_column``), unknown operators, ``like`` on a
+    non-text column and values that do not coerce (``invalid_filter``), a bad sort
+    direction (``invalid_options``), a ``record_id`` that is not a valid key
+    (``invalid_message``), an unknown entity (``model_not_found``) and an unsubscribe of
+    an unknown subscription (``subscription_not_found``).  None of them writes anything.
+    """
+    return _invalid_request(entity)

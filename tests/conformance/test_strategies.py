@@ -99,3 +99,15 @@ def test_filters_compile_and_match_without_error(entity: Entity) -> None:
             matches(compiled, row)
 
     check()
+
+
+@entities
+def test_invalid_requests_pass_the_codec(entity: Entity) -> None:
+    """Their mistake shows only against the entity: the codec lets them through."""
+
+    @FAST
+    @given(wst.invalid_requests(entity))
+    def check(bad: wst.MalformedFrame) -> None:
+        assert not isinstance(decode(bad.frame), DecodeError), bad
+
+    check()
