@@ -39,6 +39,7 @@ import orjson
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from wsproto.events import TextMessage
 
 from wsspec_core import (
     AcceptConnection,
@@ -96,6 +97,10 @@ CLOSE_TIMEOUT = 10.0
 SHUTDOWN_TIMEOUT = 30.0
 #: Worker threads running read operations at once (writes have their own single lane).
 STORAGE_THREADS = 8
+#: Most operations one worker thread runs per hop (operations that arrived together).
+STORAGE_BATCH = 16
+#: Most frames written to one client with one system call.
+WRITE_BATCH = 64
 
 
 class Storage:
@@ -219,6 +224,8 @@ class _Connection:
     accepted: trio.Event = attrs.Factory(trio.Event)
     #: Set while the reader may read; replaced by a fresh unset event on PauseReading.
     may_read: trio.Event = attrs.Factory(trio.Event)
+    #: Set by the writer when the outbound backlog is low again (the reader waits on it).
+    drained: trio.Event | None = None
     #: The engine sent CloseConnection: no more events from this connection but its end.
     closing: bool = False
     close_code: int | None = None
@@ -229,6 +236,11 @@ class _Connection:
 
     def __attrs_post_init__(self) -> None:
         self.may_read.set()
+
+
+def _backlog(conn: _Connection) -> int:
+    """Frames waiting in the connection's outbound queue."""
+    return conn.outbound_send.statistics().current_buffer_used
 
 
 def _request_info(request: WebSocketRequest) -> RequestInfo:
@@ -266,10 +278,11 @@ class _Runtime:
         self._ids = itertools.count(1)
         self._pending: collections.deque[Event] = collections.deque()
         self._feeding = False
-        self._read_limiter = trio.CapacityLimiter(app.storage_threads)
-        self._write_limiter = trio.CapacityLimiter(1)
-        # Unbounded on purpose: the engine runs at most one write per connection at a time
-        # (docs/DESIGN-NOTES.md decision 6), so this holds at most one item per connection.
+        # Our own limiter: the read lanes plus the write lane, not trio's shared default.
+        self._threads = trio.CapacityLimiter(app.storage_threads + 1)
+        # Unbounded on purpose: the engine bounds them. It runs at most max_in_flight reads
+        # and one write per connection at a time (docs/DESIGN-NOTES.md decision 6).
+        self._reads_send, self._reads_recv = trio.open_memory_channel[RunStorage](math.inf)
         self._writes_send, self._writes_recv = trio.open_memory_channel[RunStorage](math.inf)
         self._timer_deadline: float | None = None
         self._timer_wakeup = trio.Event()
@@ -348,7 +361,7 @@ class _Runtime:
         if isinstance(action.operation, Create | Update | Delete):
             self._writes_send.send_nowait(action)
         else:
-            self.services.start_soon(self._run_read, action)
+            self._reads_send.send_nowait(action)
 
     def _on_run_hooks(self, action: RunHooks) -> None:
         self.services.start_soon(self._run_hooks, action)
@@ -360,6 +373,8 @@ class _Runtime:
         conn.closing = True
         conn.close_code = action.code
         conn.may_read.set()
+        if conn.drained is not None:
+            conn.drained.set()
         conn.decided.set()
         sentinel = _Close(action.code, action.reason)
         try:
@@ -393,26 +408,56 @@ class _Runtime:
 
     # --- background tasks: they report into the engine, never raise ------------------------
 
-    async def _execute(self, action: RunStorage, limiter: trio.CapacityLimiter) -> Event:
-        try:
-            result = await trio.to_thread.run_sync(
-                self.app.storage.execute, action.operation, limiter=limiter
+    def _execute_batch(self, batch: list[RunStorage]) -> list[Event]:
+        """Runs in a worker thread: each operation of ``batch`` in turn, as events."""
+        events: list[Event] = []
+        for action in batch:
+            try:
+                result = self.app.storage.execute(action.operation)
+            except StorageFailure as exc:
+                events.append(
+                    StorageFailed(
+                        operation_id=action.operation_id, error=exc.error, now=time.time()
+                    )
+                )
+            except Exception:
+                logger.exception("storage operation %s failed", type(action.operation).__name__)
+                error = StorageError(kind=StorageErrorKind.OTHER, message="internal storage error")
+                events.append(
+                    StorageFailed(operation_id=action.operation_id, error=error, now=time.time())
+                )
+            else:
+                events.append(
+                    StorageCompleted(
+                        operation_id=action.operation_id, result=result, now=time.time()
+                    )
+                )
+        return events
+
+    async def _lane(self, operations: trio.MemoryReceiveChannel[RunStorage]) -> None:
+        """Takes the operations waiting on ``operations`` (up to STORAGE_BATCH), runs them in
+        one worker thread, reports them in the order they ran.  Operations that arrive
+        together share one thread hop, which costs more than a cached SQLite query."""
+        async for first in operations:
+            batch = [first]
+            while len(batch) < STORAGE_BATCH:
+                try:
+                    batch.append(operations.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            events = await trio.to_thread.run_sync(
+                self._execute_batch, batch, limiter=self._threads
             )
-        except StorageFailure as exc:
-            return StorageFailed(operation_id=action.operation_id, error=exc.error, now=time.time())
-        except Exception:
-            logger.exception("storage operation %s failed", type(action.operation).__name__)
-            error = StorageError(kind=StorageErrorKind.OTHER, message="internal storage error")
-            return StorageFailed(operation_id=action.operation_id, error=error, now=time.time())
-        return StorageCompleted(operation_id=action.operation_id, result=result, now=time.time())
+            for event in events:
+                self.feed(event)
 
-    async def _run_read(self, action: RunStorage) -> None:
-        self.feed(await self._execute(action, self._read_limiter))
-
-    async def write_lane(self) -> None:
-        """Runs the writes one by one, so the engine hears of them in commit order."""
-        async for action in self._writes_recv:
-            self.feed(await self._execute(action, self._write_limiter))
+    async def storage_lanes(self) -> None:
+        """``storage_threads`` read lanes, and ONE write lane, so that the engine hears of
+        writes in commit order (docs/DESIGN-NOTES.md decision 10)."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.app.storage_threads):
+                nursery.start_soon(self._lane, self._reads_recv)
+            nursery.start_soon(self._lane, self._writes_recv)
 
     async def _run_hooks(self, action: RunHooks) -> None:
         try:
@@ -522,8 +567,23 @@ class _Runtime:
 
     async def _reader(self, conn: _Connection) -> None:
         assert conn.ws is not None
+        limits = self.app.limits
+        # The engine answers at most max_in_flight + max_queued requests already read (it
+        # pauses reading beyond that), so reading only while the backlog leaves room for
+        # them means a client's own replies never overflow its queue.
+        high_water = max(1, limits.outbound_queue - limits.max_in_flight - limits.max_queued)
         while True:
             await conn.may_read.wait()
+            if _backlog(conn) >= high_water and not conn.closing:
+                # Transport flow control, not protocol policy: don't read requests faster
+                # than their replies can be written, or a client that pipelines and reads
+                # everything could overflow its queue merely because this writer sends one
+                # frame per scheduling round while replies are produced in bursts.
+                # Notifications caused by others still overflow the queue of a client that
+                # does not read: that is the slow-consumer close (docs/protocol.md "Limits").
+                conn.drained = trio.Event()
+                await conn.drained.wait()
+                continue
             try:
                 data = await conn.ws.get_message()
             except ConnectionClosed:
@@ -533,12 +593,31 @@ class _Runtime:
 
     async def _writer(self, conn: _Connection) -> None:
         assert conn.ws is not None
+        limits = self.app.limits
+        low_water = max(0, limits.outbound_queue - limits.max_in_flight - limits.max_queued) // 2
+        recv = conn.outbound_recv
         try:
-            async for item in conn.outbound_recv:
+            async for first in recv:
+                # Take every frame already queued and write them together: one system call
+                # (and one wake-up of the client) instead of one per frame.
+                frames: list[str] = []
+                item: str | _Close = first
+                while isinstance(item, str):
+                    frames.append(item)
+                    if len(frames) == WRITE_BATCH:
+                        break
+                    try:
+                        item = recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                if frames:
+                    await _send_frames(conn.ws, frames)
                 if isinstance(item, _Close):
                     await conn.ws.aclose(item.code, item.reason)
                     break
-                await conn.ws.send_message(item)
+                if conn.drained is not None and _backlog(conn) <= low_water:
+                    conn.drained.set()
+                    conn.drained = None
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         conn.cancel_scope.cancel()
@@ -554,6 +633,37 @@ class _Runtime:
             if self._queue_frame(conn, frame):
                 queued += 1
         return queued
+
+
+async def _send_frames(ws: WebSocketConnection, frames: list[str]) -> None:
+    """Send ``frames`` as separate WebSocket text messages, written with one ``send_all``.
+
+    trio-websocket has no call for several messages at once, so this does what its
+    ``send_message`` does for each frame (``_send``: the same lock, the same error mapping)
+    with the frames' bytes joined.  Without those internals it falls back to
+    ``send_message`` per frame.
+    """
+    if len(frames) == 1 or not _CAN_COALESCE:
+        for frame in frames:
+            await ws.send_message(frame)
+        return
+    if ws._close_reason:
+        raise ConnectionClosed(ws._close_reason)
+    data = b"".join(ws._wsproto.send(TextMessage(data=frame)) for frame in frames)
+    async with ws._stream_lock:
+        try:
+            await ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await ws._abort_web_socket()
+            raise ConnectionClosed(ws._close_reason) from None
+
+
+_CAN_COALESCE = all(
+    hasattr(WebSocketConnection, name) for name in ("_abort_web_socket", "_send")
+) and all(
+    name in WebSocketConnection.__init__.__code__.co_names
+    for name in ("_stream_lock", "_wsproto", "_stream", "_close_reason")
+)
 
 
 def _peer_close(conn: _Connection) -> str:
@@ -619,7 +729,7 @@ async def _run_server(
         async with trio.open_nursery() as services:
             runtime.services = services
             services.start_soon(runtime.timer)
-            services.start_soon(runtime.write_lane)
+            services.start_soon(runtime.storage_lanes)
             async with trio.open_nursery() as handlers:
                 listeners = await trio.open_tcp_listeners(port, host=host)
                 server = trio_websocket.WebSocketServer(

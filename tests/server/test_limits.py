@@ -29,23 +29,23 @@ async def test_oversized_message_closes_1009(tmp_path: Path) -> None:
 async def test_client_that_never_reads_is_closed_while_others_are_served(
     tmp_path: Path,
 ) -> None:
+    """A subscriber that stops reading: notifications fill its socket buffers, then its
+    outbound queue, and it is closed with 1008; the writer and others never wait for it."""
     app = demo_app(tmp_path, outbound_queue=4)
     with trio.fail_after(TIMEOUT):
         async with serving(app, close_timeout=5) as url, client(url) as fast:
-            rows = [{"name": "n" * 500, "status": "active"} for _ in range(200)]
-            assert (await fast.request("create", "users", data=rows))["success"]
             # The slow client's library buffers one message, then stops reading the socket.
             async with client(url, message_queue_size=1) as slow:
-                read_all = {
-                    "type": "request",
-                    "operation": "read",
-                    "entity": "users",
-                    "options": {"limit": 1000},
-                }
-                for i in range(200):
-                    await slow.send({**read_all, "id": f"s{i}"})
-                # Its queue overflows: the engine closes it as a slow consumer...
+                assert (await slow.request("subscribe", "users"))["success"]
+                rows = [{"name": "n" * 5000, "status": "active"} for _ in range(150)]
+                for _ in range(40):
+                    with trio.fail_after(2):  # the writer is never slowed down
+                        assert (await fast.request("create", "users", data=rows))["success"]
+                    if app.connection_count == 1:
+                        break
+                # Its queue overflowed: the engine closed it as a slow consumer...
                 await wait_until(lambda: app.connection_count == 1)
+                assert app.subscription_count == 0
                 # ...while the other client is served promptly.
                 for _ in range(20):
                     with trio.fail_after(1):
@@ -56,3 +56,27 @@ async def test_client_that_never_reads_is_closed_while_others_are_served(
                         await slow.ws.get_message()
                 assert closed.value.reason.code == 1008
                 assert "not reading" in closed.value.reason.reason
+
+
+async def test_pipelining_client_is_not_mistaken_for_a_slow_consumer(tmp_path: Path) -> None:
+    """A client that fires requests as fast as it can and reads every reply (the README's
+    JS client) is never closed as a slow consumer, even with a tiny outbound queue: the
+    server stops reading its requests while their replies wait to be written."""
+    app = memory_app(tmp_path, outbound_queue=12, max_in_flight=4, max_queued=4)
+    count = 3000
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            replies = []
+
+            async def read_all() -> None:
+                for _ in range(count):
+                    replies.append(await c.recv())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_all)
+                for i in range(count):
+                    await c.send(
+                        {"type": "request", "operation": "read", "entity": "users", "id": i}
+                    )
+            assert [r["id"] for r in replies] == list(range(count))
+            assert app.connection_count == 1
