@@ -33,29 +33,32 @@ async def test_client_that_never_reads_is_closed_while_others_are_served(
     outbound queue, and it is closed with 1008; the writer and others never wait for it."""
     app = demo_app(tmp_path, outbound_queue=4)
     with trio.fail_after(TIMEOUT):
-        async with serving(app, close_timeout=5) as url, client(url) as fast:
-            # The slow client's library buffers one message, then stops reading the socket.
-            async with client(url, message_queue_size=1) as slow:
-                assert (await slow.request("subscribe", "users"))["success"]
-                rows = [{"name": "n" * 5000, "status": "active"} for _ in range(150)]
-                for _ in range(40):
-                    with trio.fail_after(2):  # the writer is never slowed down
-                        assert (await fast.request("create", "users", data=rows))["success"]
-                    if app.connection_count == 1:
-                        break
-                # Its queue overflowed: the engine closed it as a slow consumer...
-                await wait_until(lambda: app.connection_count == 1)
-                assert app.subscription_count == 0
-                # ...while the other client is served promptly.
-                for _ in range(20):
-                    with trio.fail_after(1):
-                        assert (await fast.request("read", "users", record_id=1))["success"]
-                # When the slow client finally reads, it finds the close frame and its code.
-                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
-                    while True:
-                        await slow.ws.get_message()
-                assert closed.value.reason.code == 1008
-                assert "not reading" in closed.value.reason.reason
+        # The slow client's library buffers one message, then stops reading the socket.
+        async with (
+            serving(app, close_timeout=5) as url,
+            client(url) as fast,
+            client(url, message_queue_size=1) as slow,
+        ):
+            assert (await slow.request("subscribe", "users"))["success"]
+            rows = [{"name": "n" * 5000, "status": "active"} for _ in range(150)]
+            for _ in range(40):
+                with trio.fail_after(2):  # the writer is never slowed down
+                    assert (await fast.request("create", "users", data=rows))["success"]
+                if app.connection_count == 1:
+                    break
+            # Its queue overflowed: the engine closed it as a slow consumer...
+            await wait_until(lambda: app.connection_count == 1)
+            assert app.subscription_count == 0
+            # ...while the other client is served promptly.
+            for _ in range(20):
+                with trio.fail_after(1):
+                    assert (await fast.request("read", "users", record_id=1))["success"]
+            # When the slow client finally reads, it finds the close frame and its code.
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                while True:
+                    await slow.ws.get_message()
+            assert closed.value.reason.code == 1008
+            assert "not reading" in closed.value.reason.reason
 
 
 async def test_pipelining_client_is_not_mistaken_for_a_slow_consumer(tmp_path: Path) -> None:
