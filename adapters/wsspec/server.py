@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import attrs
@@ -76,6 +76,7 @@ from wsspec_core import (
     StorageErrorKind,
     StorageFailed,
     StorageFailure,
+    StorageOperation,
     TimePassed,
     Update,
     encode,
@@ -103,13 +104,13 @@ STORAGE_BATCH = 16
 WRITE_BATCH = 64
 
 
-class Storage:
+class Storage(Protocol):
     """What :class:`App` needs from a storage backend (``PeeweeStorage``, ``MemoryStorage``):
     a synchronous, thread-safe ``execute(operation) -> result`` that raises
-    ``wsspec_core.StorageFailure`` for expected failures."""
+    ``wsspec_core.StorageFailure`` for expected failures.  (``entities()`` too, unless the
+    App is given a ``registry``.)"""
 
-    def execute(self, operation: Any) -> Any:  # pragma: no cover - protocol only
-        raise NotImplementedError
+    def execute(self, operation: StorageOperation) -> Any: ...
 
 
 class App:
@@ -126,7 +127,7 @@ class App:
 
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         *,
         registry: EntityRegistry | None = None,
         hooks: HookRegistry | None = None,
@@ -135,7 +136,10 @@ class App:
     ) -> None:
         self.storage = storage
         if registry is None:
-            registry = EntityRegistry(storage.entities())
+            entities = getattr(storage, "entities", None)
+            if entities is None:
+                raise TypeError("this storage has no entities(): pass App(..., registry=...)")
+            registry = EntityRegistry(entities())
         registry.validate()
         self.registry = registry
         self.hooks = hooks if hooks is not None else HookRegistry()
@@ -167,7 +171,9 @@ class App:
         outbound queue is full is reported to the engine, which closes it as a slow
         consumer."""
         runtime = self._require_runtime()
-        return runtime.broadcast(orjson.dumps(payload).decode(), predicate)
+        # The same datetime rendering as the codec's (docs/DESIGN-NOTES.md decision 3).
+        frame = orjson.dumps(payload, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
+        return runtime.broadcast(frame.decode(), predicate)
 
     def notify_change(
         self,
@@ -193,8 +199,10 @@ class App:
 
     def request_shutdown(self) -> None:
         """Start a graceful shutdown: stop accepting, let the engine finish in-flight work
-        and close every connection with 1001; :func:`serve` then returns."""
-        self._require_runtime().shutdown_requested.set()
+        and close every connection with 1001; :func:`serve` then returns.  Does nothing
+        when the app is not being served."""
+        if self._runtime is not None:
+            self._runtime.shutdown_requested.set()
 
     def _require_runtime(self) -> _Runtime:
         if self._runtime is None:

@@ -1,0 +1,166 @@
+"""The adapter's plumbing against a scripted fake engine: which events it feeds, when, and
+how often (ConnectionClosed exactly once, OutboundQueueFull once and after the current
+action list, hook outcomes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+import wsspec.server
+from wsserver_support import TIMEOUT, client, memory_app, serving, wait_until
+from wsspec import HookError
+
+import wsspec_core as core
+
+
+class FakeEngine:
+    """Accepts everyone; answers scripted frames; records every event."""
+
+    instances: list[FakeEngine] = []
+
+    def __init__(self, registry: Any, *, hooks: Any = None, limits: Any = None) -> None:
+        self.events: list[Any] = []
+        self.hooks_seen: list[Any] = []
+        self.metadata: dict[Any, dict[str, Any]] = {}
+        FakeEngine.instances.append(self)
+
+    connection_count = property(lambda self: len(self.metadata))
+    subscription_count = 0
+
+    def connection_metadata(self, connection_id: Any) -> dict[str, Any] | None:
+        return self.metadata.get(connection_id)
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle(self, event: Any) -> list[Any]:
+        self.events.append(event)
+        pong = core.Pong(id="x", timestamp="2025-01-01T00:00:00Z")
+        if isinstance(event, core.ConnectionOpened):
+            if event.request.query_param("refuse"):
+                return [
+                    core.RejectConnection(
+                        connection_id=event.connection_id, status=403, reason="no"
+                    )
+                ]
+            self.metadata[event.connection_id] = {}
+            return [core.AcceptConnection(connection_id=event.connection_id)]
+        if isinstance(event, core.ConnectionClosed):
+            self.metadata.pop(event.connection_id, None)
+            return []
+        if isinstance(event, core.MessageReceived):
+            cid = event.connection_id
+            if event.data == "flood":
+                return [core.Send(connection_id=cid, message=pong) for _ in range(10)]
+            if event.data == "close":
+                return [
+                    core.Send(connection_id=cid, message=pong),
+                    core.CloseConnection(connection_id=cid, code=4000, reason="bye"),
+                ]
+            if event.data == "hooks":
+                context = core.HookContext(
+                    hook_type=core.HookType.BEFORE_READ,
+                    connection_id=cid,
+                    metadata={},
+                    request_info=core.RequestInfo(),
+                )
+                return [
+                    core.RunHooks(
+                        call_id=7,
+                        hook_type=core.HookType.BEFORE_READ,
+                        hooks=tuple(HOOKS),
+                        context=context,
+                    )
+                ]
+            return [core.Send(connection_id=cid, message=pong)]
+        return []
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+HOOKS: list[Any] = []
+
+
+@pytest.fixture
+def fake_engine(monkeypatch: pytest.MonkeyPatch) -> Any:
+    FakeEngine.instances.clear()
+    monkeypatch.setattr(wsspec.server, "Engine", FakeEngine)
+    return FakeEngine
+
+
+async def test_connection_closed_is_fed_exactly_once(tmp_path: Path, fake_engine: Any) -> None:
+    app = memory_app(tmp_path)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url:
+            engine = FakeEngine.instances[0]
+            async with client(url) as c:  # the client closes
+                await c.send("hello")
+                await c.ws.get_message()
+            async with client(url) as c:  # the TCP connection just drops
+                await c.ws._stream.aclose()
+            async with client(url) as c:  # the engine closes, after the queued frame
+                await c.send("close")
+                assert (await c.recv())["type"] == "pong"
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await c.ws.get_message()
+                assert closed.value.reason.code == 4000
+            with pytest.raises(trio_websocket.ConnectionRejected):
+                async with client(url + "?refuse=1"):
+                    pass
+            await wait_until(lambda: len(engine.of(core.ConnectionClosed)) == 4)
+            await trio.sleep(0.1)
+            closed_ids = [e.connection_id for e in engine.of(core.ConnectionClosed)]
+            opened_ids = [e.connection_id for e in engine.of(core.ConnectionOpened)]
+            assert sorted(closed_ids) == sorted(opened_ids) == [1, 2, 3, 4]
+
+
+async def test_full_queue_is_reported_once_after_the_action_list(
+    tmp_path: Path, fake_engine: Any
+) -> None:
+    app = memory_app(tmp_path, outbound_queue=3)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            engine = FakeEngine.instances[0]
+            await c.send("flood")  # ten frames for a queue of three
+            await wait_until(lambda: bool(engine.of(core.OutboundQueueFull)))
+            await trio.sleep(0.1)
+            kinds = [type(e).__name__ for e in engine.events]
+            assert kinds == ["ConnectionOpened", "MessageReceived", "OutboundQueueFull"]
+
+
+async def test_hooks_run_in_order_and_report_their_outcome(
+    tmp_path: Path, fake_engine: Any
+) -> None:
+    app = memory_app(tmp_path)
+    calls: list[str] = []
+
+    def first(ctx: Any) -> None:
+        calls.append("first")
+
+    async def second(ctx: Any) -> None:
+        await trio.sleep(0)
+        calls.append("second")
+        raise HookError("validation_error", "no", status=401)
+
+    def third(ctx: Any) -> None:
+        calls.append("third")
+
+    HOOKS[:] = [first, second, third]
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            engine = FakeEngine.instances[0]
+            await c.send("hooks")
+            await wait_until(lambda: bool(engine.of(core.HooksFailed)))
+            (failed,) = engine.of(core.HooksFailed)
+            assert (failed.call_id, failed.status) == (7, 401)
+            assert failed.error == core.ErrorInfo(code="validation_error", message="no")
+            assert calls == ["first", "second"]
+            HOOKS[:] = [first]
+            await c.send("hooks")
+            await wait_until(lambda: bool(engine.of(core.HooksCompleted)))
+            assert engine.of(core.HooksCompleted)[0].call_id == 7
