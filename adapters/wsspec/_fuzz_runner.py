@@ -435,7 +435,8 @@ class Fuzzer:
             return 2
         properties = sorted({o.name for o in outcomes})
         self._print(
-            f"\nPASSED: {len(properties)} properties on {len(self.targets)} entities, "
+            f"\nPASSED: {_plural(len(properties), 'property', 'properties')} on "
+            f"{_plural(len(self.targets), 'entity', 'entities')}, "
             f"{total} examples in {elapsed:.1f} s (seed {self.seed})."
         )
         return 0
@@ -1014,6 +1015,10 @@ def _example_of(strategy: st.SearchStrategy[dict[str, Any]], rng: random.Random)
 
     take()
     return found[-1]
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def _error_code(response: Mapping[str, Any]) -> str | None:

@@ -195,4 +195,4 @@ def test_passes_on_every_column_type() -> None:
     with EngineServer(extra_entities=(EVERYTHING,)) as server:
         status, output = run_fuzz(server.url, *FAST, "--entity", "things")
     assert status == 0, output
-    assert "PASSED: 5 properties on 1 entities" in output
+    assert "PASSED: 5 properties on 1 entity" in output
