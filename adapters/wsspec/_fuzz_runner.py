@@ -514,9 +514,13 @@ class Fuzzer:
                     self.transcript.note("cleanup")
                 self.cleanup(keep)
 
-        old_limit = _hypothesis_engine.MAX_SHRINKING_SECONDS
-        # Shrinking gets what is left of this property's time, and at least 10 s.
-        _hypothesis_engine.MAX_SHRINKING_SECONDS = int(max(10.0, self._deadline - time.monotonic()))
+        # Shrinking gets what is left of the overall budget, and at least 10 s.  Hypothesis
+        # has no public setting for it (it stops after 300 s): this module constant is the
+        # only knob.  Should a Hypothesis version lack it, its default applies.
+        old_limit = getattr(_hypothesis_engine, "MAX_SHRINKING_SECONDS", None)
+        if old_limit is not None:
+            shrink_seconds = int(max(10.0, self._deadline - time.monotonic()))
+            _hypothesis_engine.MAX_SHRINKING_SECONDS = shrink_seconds
         try:
             check()
         except PropertyFailure as failure:
@@ -533,7 +537,8 @@ class Fuzzer:
             else:
                 raise
         finally:
-            _hypothesis_engine.MAX_SHRINKING_SECONDS = old_limit
+            if old_limit is not None:
+                _hypothesis_engine.MAX_SHRINKING_SECONDS = old_limit
         return outcome
 
     def _bodies(self) -> dict[str, Callable[[st.DataObject, _Target | None], None]]:
