@@ -9,6 +9,8 @@ the client is the same trio-websocket code for both.  Measured:
   then read N) and one at a time (send, wait for the reply, repeat);
 * the echo server answering the very same frames: the ceiling the transport allows, and
   the ratio wsspec / echo (target: at least 0.7x on reads);
+* reads again with ``App(storage_threads=0)`` (SQLite on the event loop): what the worker
+  thread hop costs;
 * resident memory per idle connection: the server's RSS (from /proc) before and after
   another process opened 1,000 connections (target: at most 40 KiB per connection).
 """
@@ -37,7 +39,7 @@ SEED_USERS = 1000
 # --- the servers (run as subprocesses of this script) ---------------------------------
 
 
-def serve_wsspec(db_path: str) -> None:
+def serve_wsspec(db_path: str, storage_threads: int) -> None:
     from wsspec import App, serve
     from wsspec.demo import make_models
     from wsspec.peewee_storage import PeeweeStorage
@@ -48,7 +50,7 @@ def serve_wsspec(db_path: str) -> None:
         storage.database.create_tables([user, post], safe=True)
     storage.register("public.users", user)
     storage.register("public.posts", post)
-    app = App(storage)
+    app = App(storage, storage_threads=storage_threads)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -207,7 +209,9 @@ def measure(name: str, run: Callable[[str], float], wsspec_url: str, echo_url: s
 def main() -> None:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        wsspec_process, wsspec_url = start("--wsspec-server", str(Path(tmp) / "bench.db"))
+        db = str(Path(tmp) / "bench.db")
+        wsspec_process, wsspec_url = start("--wsspec-server", db, "8")
+        inline_process, inline_url = start("--wsspec-server", db, "0")
         echo_process, echo_url = start("--echo-server")
         try:
             trio.run(check_and_seed, wsspec_url)
@@ -238,6 +242,20 @@ def main() -> None:
                 echo_url,
             )
 
+            print("for comparison, App(storage_threads=0): SQLite on the event loop, no thread hop")
+            measure(
+                "read by id, pipelined",
+                lambda url: trio.run(pipelined, url, reads(PIPELINED)),
+                inline_url,
+                echo_url,
+            )
+            measure(
+                "read by id, one at a time",
+                lambda url: trio.run(one_at_a_time, url, reads(ONE_AT_A_TIME)),
+                inline_url,
+                echo_url,
+            )
+
             time.sleep(0.5)
             before = rss_kib(wsspec_process.pid)
             holder, ready = start("--hold", wsspec_url, str(IDLE_CONNECTIONS))
@@ -253,7 +271,7 @@ def main() -> None:
                 f"connections: {per_connection:.1f} KiB per idle connection"
             )
         finally:
-            for process in (wsspec_process, echo_process):
+            for process in (wsspec_process, inline_process, echo_process):
                 process.terminate()
                 process.wait(timeout=30)
     print(f"(benchmark took {time.perf_counter() - began:.0f} s)")
@@ -261,7 +279,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--wsspec-server"]:
-        serve_wsspec(sys.argv[2])
+        serve_wsspec(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["--echo-server"]:
         serve_echo()
     elif sys.argv[1:2] == ["--hold"]:

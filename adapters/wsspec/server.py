@@ -97,9 +97,13 @@ CLOSE_TIMEOUT = 10.0
 #: Seconds a graceful shutdown may take before the remaining connections are dropped.
 SHUTDOWN_TIMEOUT = 30.0
 #: Worker threads running read operations at once (writes have their own single lane).
+#: One lane runs every read that is ready in one thread hop; the others take over reads
+#: that have waited OVERFLOW_DELAY behind it.
 STORAGE_THREADS = 8
 #: Most operations one worker thread runs per hop (operations that arrived together).
 STORAGE_BATCH = 16
+#: Seconds a read waits for the primary read lane before another lane takes it.
+OVERFLOW_DELAY = 0.01
 #: Most frames written to one client with one system call.
 WRITE_BATCH = 64
 
@@ -120,7 +124,10 @@ class App:
     >>> @app.hook("before_read")                                 # doctest: +SKIP
     ... def only_mine(ctx): ctx.add_filter("user_id", "eq", ctx.metadata["user_id"])
 
-    The entities default to ``storage.entities()``.  While :func:`serve` runs, the
+    The entities default to ``storage.entities()``.  Storage operations run in worker
+    threads: reads on ``storage_threads`` lanes, writes on one lane of their own;
+    ``storage_threads=0`` runs them inline on the event loop instead, which is faster and
+    only right for storage that never blocks (``MemoryStorage``).  While :func:`serve` runs, the
     counters, :meth:`broadcast`, :meth:`notify_change` and :meth:`request_shutdown` act on
     the running server; they must be called from the trio thread that runs it.
     """
@@ -144,6 +151,8 @@ class App:
         self.registry = registry
         self.hooks = hooks if hooks is not None else HookRegistry()
         self.limits = limits if limits is not None else Limits()
+        if storage_threads < 0:
+            raise ValueError("storage_threads must be 0 (inline) or more")
         self.storage_threads = storage_threads
         self._runtime: _Runtime | None = None
 
@@ -290,7 +299,9 @@ class _Runtime:
         self._threads = trio.CapacityLimiter(app.storage_threads + 1)
         # Unbounded on purpose: the engine bounds them. It runs at most max_in_flight reads
         # and one write per connection at a time (docs/DESIGN-NOTES.md decision 6).
-        self._reads_send, self._reads_recv = trio.open_memory_channel[RunStorage](math.inf)
+        self._reads: collections.deque[RunStorage] = collections.deque()
+        self._primary_lane_idle = trio.lowlevel.ParkingLot()
+        self._overflow_lanes_idle = trio.lowlevel.ParkingLot()
         self._writes_send, self._writes_recv = trio.open_memory_channel[RunStorage](math.inf)
         self._timer_deadline: float | None = None
         self._timer_wakeup = trio.Event()
@@ -366,10 +377,20 @@ class _Runtime:
         return True
 
     def _on_run_storage(self, action: RunStorage) -> None:
+        if self.app.storage_threads == 0:
+            # Inline mode (App(storage_threads=0)), for storage that never blocks, such as
+            # MemoryStorage. The completion is fed after the current action list (feed()).
+            for event in self._execute_batch([action]):
+                self.feed(event)
+            return
         if isinstance(action.operation, Create | Update | Delete):
             self._writes_send.send_nowait(action)
         else:
-            self._reads_send.send_nowait(action)
+            self._reads.append(action)
+            if len(self._primary_lane_idle):
+                self._primary_lane_idle.unpark_all()
+            else:
+                self._overflow_lanes_idle.unpark()
 
     def _on_run_hooks(self, action: RunHooks) -> None:
         self.services.start_soon(self._run_hooks, action)
@@ -442,10 +463,18 @@ class _Runtime:
                 )
         return events
 
-    async def _lane(self, operations: trio.MemoryReceiveChannel[RunStorage]) -> None:
-        """Takes the operations waiting on ``operations`` (up to STORAGE_BATCH), runs them in
-        one worker thread, reports them in the order they ran.  Operations that arrive
-        together share one thread hop, which costs more than a cached SQLite query."""
+    async def _run_batch(self, batch: list[RunStorage]) -> None:
+        """Runs ``batch`` in one worker thread and reports it, in the order it ran.
+        Operations that are ready together share one thread hop, which costs more than a
+        cached SQLite query."""
+        events = await trio.to_thread.run_sync(self._execute_batch, batch, limiter=self._threads)
+        for event in events:
+            self.feed(event)
+
+    async def _write_lane(self) -> None:
+        """The one lane of writes, so that the engine hears of them in commit order
+        (docs/DESIGN-NOTES.md decision 10)."""
+        operations = self._writes_recv
         async for first in operations:
             batch = [first]
             while len(batch) < STORAGE_BATCH:
@@ -453,19 +482,38 @@ class _Runtime:
                     batch.append(operations.receive_nowait())
                 except trio.WouldBlock:
                     break
-            events = await trio.to_thread.run_sync(
-                self._execute_batch, batch, limiter=self._threads
-            )
-            for event in events:
-                self.feed(event)
+            await self._run_batch(batch)
+
+    def _take_reads(self) -> list[RunStorage]:
+        reads = self._reads
+        return [reads.popleft() for _ in range(min(len(reads), STORAGE_BATCH))]
+
+    async def _primary_read_lane(self) -> None:
+        """Takes every read that is ready (up to STORAGE_BATCH) into one thread hop."""
+        while True:
+            if not self._reads:
+                await self._primary_lane_idle.park()
+                continue
+            await self._run_batch(self._take_reads())
+
+    async def _overflow_read_lane(self) -> None:
+        """Woken when a read arrives while the primary lane is busy. Quick reads are left
+        to the primary lane, which batches them; this lane steps in for reads that have
+        waited OVERFLOW_DELAY, so that a slow query does not hold up everyone's reads."""
+        while True:
+            await self._overflow_lanes_idle.park()
+            await trio.sleep(OVERFLOW_DELAY)
+            while self._reads:
+                await self._run_batch(self._take_reads())
 
     async def storage_lanes(self) -> None:
-        """``storage_threads`` read lanes, and ONE write lane, so that the engine hears of
-        writes in commit order (docs/DESIGN-NOTES.md decision 10)."""
+        """Reads on up to ``storage_threads`` worker threads, writes on one lane."""
         async with trio.open_nursery() as nursery:
-            for _ in range(self.app.storage_threads):
-                nursery.start_soon(self._lane, self._reads_recv)
-            nursery.start_soon(self._lane, self._writes_recv)
+            nursery.start_soon(self._write_lane)
+            if self.app.storage_threads:
+                nursery.start_soon(self._primary_read_lane)
+            for _ in range(self.app.storage_threads - 1):
+                nursery.start_soon(self._overflow_read_lane)
 
     async def _run_hooks(self, action: RunHooks) -> None:
         try:

@@ -4,6 +4,7 @@ of a write, graceful shutdown, keepalive, routing."""
 from __future__ import annotations
 
 import json
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from wsserver_support import (
     wait_until,
 )
 from wsspec import HookError, serve
+
+from wsspec_core import Create
 
 TOKENS = {"secret-1": 1, "secret-2": 2}
 
@@ -216,3 +219,32 @@ async def test_other_paths_are_not_found(tmp_path: Path) -> None:
                     pass
             assert refused.value.status_code == 404
             assert app.connection_count == 0
+
+
+class SlowPosts:
+    """Reads of posts wait (in their worker thread) until released."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.gate = threading.Event()
+        self.started = threading.Event()
+
+    def execute(self, operation):
+        if operation.entity.name == "posts" and not isinstance(operation, Create):
+            self.started.set()
+            self.gate.wait(timeout=TIMEOUT)
+        return self.inner.execute(operation)
+
+
+async def test_a_slow_read_does_not_hold_up_other_reads(tmp_path: Path) -> None:
+    app = demo_app(tmp_path, storage_wrapper=SlowPosts)
+    storage = app.storage
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as slow, client(url) as quick:
+            await slow.send({"id": "s", "type": "request", "operation": "read", "entity": "posts"})
+            await wait_thread_event(storage.started)
+            for _ in range(5):
+                with trio.fail_after(1):
+                    assert (await quick.request("read", "users"))["success"]
+            storage.gate.set()
+            assert (await slow.recv())["success"]

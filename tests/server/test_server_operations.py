@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 from websockets.asyncio.client import connect
-from wsserver_support import TIMEOUT, client, demo_app, in_asyncio, serving
+from wsserver_support import TIMEOUT, client, demo_app, in_asyncio, memory_app, serving
 
 SUBSCRIBE_ACTIVE = {"filters": [{"column": "status", "operator": "eq", "value": "active"}]}
 
@@ -212,3 +212,30 @@ async def test_binary_frame_holding_json(tmp_path: Path) -> None:
         async with serving(app) as url, client(url) as c:
             await c.ws.send_message(b'{"type":"ping","id":7}')
             assert (await c.recv())["id"] == 7
+
+
+async def test_inline_storage_mode(tmp_path: Path) -> None:
+    """App(storage_threads=0) runs storage on the event loop (for MemoryStorage)."""
+    app = memory_app(tmp_path)
+    app.storage_threads = 0
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            await c.request("subscribe", "users")
+            await c.send(
+                {
+                    "id": "w",
+                    "type": "request",
+                    "operation": "create",
+                    "entity": "users",
+                    "data": [{"name": "a"}, {"name": "b"}],
+                }
+            )
+            await c.send({"id": "r", "type": "request", "operation": "read", "entity": "users"})
+            replies = [await c.recv() for _ in range(4)]
+            assert [(r["type"], r.get("id")) for r in replies] == [
+                ("response", "w"),
+                ("notification", None),
+                ("notification", None),
+                ("response", "r"),
+            ]
+            assert replies[3]["metadata"]["total"] == 2
