@@ -10,16 +10,20 @@ on a bounded channel, or set a ``trio.Event`` (STYLE.md principle 9; mitmproxy `
 ordering, backpressure, keepalive, timeouts and errors are the engine's.
 
 Per connection: one reader task that drains the socket and reports ``MessageReceived`` (it
-waits on a ``trio.Event`` while the engine has paused reading), and one writer task that
-drains a bounded outbound channel (``Limits.outbound_queue``).  A frame that does not fit is
-reported as ``OutboundQueueFull`` and the engine decides what to do (it closes the slow
-consumer).  ``CloseConnection`` travels through the same channel, so frames queued before it
-are sent first.
+waits on a ``trio.Event`` while the engine has paused reading, and while the replies already
+queued leave no room for those of the requests the engine may still hold), and one writer
+task that drains a bounded outbound channel (``Limits.outbound_queue``), writing the frames
+queued together with one system call.  A frame that does not fit is reported as
+``OutboundQueueFull`` and the engine decides what to do (it closes the slow consumer).
+``CloseConnection`` travels through the same channel, so frames queued before it are sent
+first.
 
-Storage runs in worker threads: reads concurrently under a ``trio.CapacityLimiter``, writes
-one at a time on a single lane, so that their completions reach the engine in commit order
-(docs/DESIGN-NOTES.md, decision 10).  Background tasks report failures into the engine as
-events; nothing they do raises into the caller's nursery.
+Storage runs in worker threads under the runtime's own ``trio.CapacityLimiter``: reads on a
+primary lane that batches every ready read into one thread hop, plus overflow lanes for
+reads stuck behind a slow one; writes one at a time on a single lane, so that their
+completions reach the engine in commit order (docs/DESIGN-NOTES.md, decision 10).
+Background tasks report failures into the engine as events; nothing they do raises into
+the caller's nursery.
 """
 
 from __future__ import annotations
