@@ -238,7 +238,7 @@ class Engine:
         self._now = 0.0
         self._shutting_down = False
         self._next_sweep: float | None = None
-        self._timestamp_of: tuple[float, str] = (-1.0, "")
+        self._timestamp_of: tuple[int, str] = (-1, "")
         self._compiled_cache: dict[tuple[str, str, QueryOptions], Any] = {}
 
     # --- public surface ----------------------------------------------------------
@@ -300,11 +300,13 @@ class Engine:
         self._call_hooks(None, HookType.AFTER_CONNECT, context, lambda: None)
 
     def _timestamp(self) -> str:
-        """The RFC 3339 form of the current event's ``now`` (formatted once per ``now``)."""
-        now, text = self._timestamp_of
-        if now != self._now:
+        """The RFC 3339 form of the current event's ``now``, formatted once per millisecond
+        (the precision timestamps carry): a busy server formats it once for many events."""
+        millis = round(self._now * 1000)
+        known, text = self._timestamp_of
+        if known != millis:
             text = format_timestamp(self._now)
-            self._timestamp_of = (self._now, text)
+            self._timestamp_of = (millis, text)
         return text
 
     def _compiled(
@@ -440,7 +442,10 @@ class Engine:
             return  # late frames of a closing connection, or after shutdown: not taken
         conn.last_seen = event.now
         conn.ping_sent_at = None
-        if len(event.data) > self.limits.max_message_bytes:
+        if (
+            _size_in_bytes(event.data, self.limits.max_message_bytes)
+            > self.limits.max_message_bytes
+        ):
             self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
             return
         run = self._admit(conn, event.data)
@@ -947,6 +952,14 @@ class Engine:
         ChangeCommitted: _on_change,
         ShutdownRequested: _on_shutdown,
     }
+
+
+def _size_in_bytes(data: str | bytes, limit: int) -> int:
+    """The UTF-8 size of a message, encoding text only when its length cannot settle the
+    question (a character takes one to four bytes)."""
+    if isinstance(data, bytes) or len(data) > limit or len(data) * 4 <= limit:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
 
 
 def _copy_data(data: Any) -> Any:

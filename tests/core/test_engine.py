@@ -661,6 +661,14 @@ def test_oversized_message_closes_with_1009() -> None:
     assert d.closed["a"][0] == 1009
 
 
+def test_message_size_counts_utf8_bytes_not_characters() -> None:
+    d = make(max_message_bytes=100)
+    d.send("a", '{"type":"ping","id":"' + "\u00e9" * 30 + '"}')  # 51 characters, 81 bytes
+    assert d.take("a")[0]["type"] == "pong"
+    d.send("a", '{"type":"ping","id":"' + "\u20ac" * 60 + '"}')  # 83 characters, 203 bytes
+    assert d.closed["a"] == (1009, "message too big")
+
+
 def test_outbound_queue_full_closes_with_1008() -> None:
     d = make()
     d.feed(ws.OutboundQueueFull(connection_id="a", now=d.now))
