@@ -30,3 +30,43 @@ def test_sync_loop_example_runs() -> None:
     assert bob[1]["error"]["code"] == "validation_error"
     assert bob[2]["metadata"]["total"] == 1
     assert out.rstrip().endswith("open connections: 0, subscriptions: 0")
+
+
+def test_asyncio_example_serves_two_clients() -> None:
+    from websockets.sync.client import connect
+
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "docs/examples/asyncio_server.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip().removeprefix("listening on ")
+        with connect(url, open_timeout=10) as a, connect(url, open_timeout=10) as b:
+            a.send(
+                orjson.dumps(
+                    {"id": "s", "type": "subscription", "operation": "subscribe", "entity": "users"}
+                ).decode()
+            )
+            assert orjson.loads(a.recv(timeout=10))["success"] is True
+            b.send(
+                orjson.dumps(
+                    {
+                        "id": "c",
+                        "type": "request",
+                        "operation": "create",
+                        "entity": "users",
+                        "data": {"name": "Ann"},
+                    }
+                ).decode()
+            )
+            created = orjson.loads(b.recv(timeout=10))
+            assert created["data"] == {"id": 1, "name": "Ann", "status": None}
+            note = orjson.loads(a.recv(timeout=10))
+            assert note["type"] == "notification" and note["data"] == created["data"]
+            b.send('{"type":"ping","id":9}')
+            assert orjson.loads(b.recv(timeout=10))["type"] == "pong"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

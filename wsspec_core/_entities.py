@@ -62,6 +62,14 @@ class Relation:
     remote_column: str
 
 
+def _columns(items: Iterable[Column]) -> tuple[Column, ...]:
+    return tuple(items)
+
+
+def _relations(items: Iterable[Relation]) -> tuple[Relation, ...]:
+    return tuple(items)
+
+
 def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value or "." in value:
         raise ValueError(f"{attribute.name} must be a non-empty name without dots: {value!r}")
@@ -75,8 +83,8 @@ class Entity:
     #: ``""`` when the model was registered without a schema.
     schema: str = ""
     table_name: str
-    columns: tuple[Column, ...] = attrs.field(converter=tuple)
-    relations: tuple[Relation, ...] = attrs.field(default=(), converter=tuple)
+    columns: tuple[Column, ...] = attrs.field(converter=_columns)
+    relations: tuple[Relation, ...] = attrs.field(default=(), converter=_relations)
     columns_by_name: Mapping[str, Column] = attrs.field(init=False, eq=False, repr=False)
     relations_by_name: Mapping[str, Relation] = attrs.field(init=False, eq=False, repr=False)
     primary_key: Column = attrs.field(init=False, eq=False, repr=False)
