@@ -1,6 +1,6 @@
 """Throughput and memory of the trio adapter, next to a plain trio-websocket echo server.
 
-    .venv/bin/python benchmarks/bench_server.py            # about a minute
+    .venv/bin/python benchmarks/bench_server.py            # about 15 seconds
 
 Each server runs in its own process (so the client and the server do not share a core);
 the client is the same trio-websocket code for both.  Measured:
@@ -9,6 +9,8 @@ the client is the same trio-websocket code for both.  Measured:
   then read N) and one at a time (send, wait for the reply, repeat);
 * the echo server answering the very same frames: the ceiling the transport allows, and
   the ratio wsspec / echo (target: at least 0.7x on reads);
+* the CPU time each server process spent per message (from /proc): steadier than the
+  rates when other work shares the machine;
 * reads again with ``App(storage_threads=0)`` (SQLite on the event loop): what the worker
   thread hop costs;
 * resident memory per idle connection: the server's RSS (from /proc) before and after
@@ -18,6 +20,7 @@ the client is the same trio-websocket code for both.  Measured:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,7 @@ CREATES_PIPELINED = 2000
 CREATES_ONE_AT_A_TIME = 500
 IDLE_CONNECTIONS = 1000
 SEED_USERS = 1000
+WARM_UP = 1000
 
 
 # --- the servers (run as subprocesses of this script) ---------------------------------
@@ -118,6 +122,12 @@ def start(*args: str) -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -198,11 +208,21 @@ async def check_and_seed(url: str) -> None:
         assert reply["success"] and reply["data"]["id"] == 1, reply
 
 
-def measure(name: str, run: Callable[[str], float], wsspec_url: str, echo_url: str) -> None:
-    wsspec_rate = run(wsspec_url)
-    echo_rate = run(echo_url)
+Server = tuple[subprocess.Popen[str], str]
+
+
+def measure(
+    name: str, count: int, run: Callable[[str], float], wsspec: Server, echo: Server
+) -> None:
+    """One row: each server's rate, and its CPU time per message, for the same frames."""
+    rates, cpu = [], []
+    for process, url in (wsspec, echo):
+        before = cpu_seconds(process.pid)
+        rates.append(run(url))
+        cpu.append((cpu_seconds(process.pid) - before) / count * 1e6)
     print(
-        f"{name:<34} {wsspec_rate:>9,.0f}/s {echo_rate:>9,.0f}/s {wsspec_rate / echo_rate:>6.2f}x"
+        f"{name:<34} {rates[0]:>9,.0f}/s {rates[1]:>9,.0f}/s {rates[0] / rates[1]:>6.2f}x"
+        f" {cpu[0]:>6.0f} us {cpu[1]:>5.0f} us"
     )
 
 
@@ -210,50 +230,59 @@ def main() -> None:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
-        wsspec_process, wsspec_url = start("--wsspec-server", db, "8")
-        inline_process, inline_url = start("--wsspec-server", db, "0")
-        echo_process, echo_url = start("--echo-server")
+        wsspec = start("--wsspec-server", db, "8")
+        inline = start("--wsspec-server", db, "0")
+        echo = start("--echo-server")
+        wsspec_process, wsspec_url = wsspec
         try:
             trio.run(check_and_seed, wsspec_url)
-            print(f"wsspec server pid {wsspec_process.pid}, echo server pid {echo_process.pid}")
-            print(f"{'':<34} {'wsspec':>11} {'echo':>11} {'ratio':>7}")
+            for _, url in (wsspec, inline, echo):  # warm up: caches, first connections
+                trio.run(pipelined, url, reads(WARM_UP))
+            print(f"wsspec server pid {wsspec_process.pid}, echo server pid {echo[0].pid}")
+            print(f"{'':<34} {'wsspec':>11} {'echo':>11} {'ratio':>7}   server CPU/message")
             measure(
                 "read by id, pipelined",
+                PIPELINED,
                 lambda url: trio.run(pipelined, url, reads(PIPELINED)),
-                wsspec_url,
-                echo_url,
+                wsspec,
+                echo,
             )
             measure(
                 "read by id, one at a time",
+                ONE_AT_A_TIME,
                 lambda url: trio.run(one_at_a_time, url, reads(ONE_AT_A_TIME)),
-                wsspec_url,
-                echo_url,
+                wsspec,
+                echo,
             )
             measure(
                 "create, pipelined",
+                CREATES_PIPELINED,
                 lambda url: trio.run(pipelined, url, creates(CREATES_PIPELINED, "p")),
-                wsspec_url,
-                echo_url,
+                wsspec,
+                echo,
             )
             measure(
                 "create, one at a time",
+                CREATES_ONE_AT_A_TIME,
                 lambda url: trio.run(one_at_a_time, url, creates(CREATES_ONE_AT_A_TIME, "o")),
-                wsspec_url,
-                echo_url,
+                wsspec,
+                echo,
             )
 
             print("for comparison, App(storage_threads=0): SQLite on the event loop, no thread hop")
             measure(
                 "read by id, pipelined",
+                PIPELINED,
                 lambda url: trio.run(pipelined, url, reads(PIPELINED)),
-                inline_url,
-                echo_url,
+                inline,
+                echo,
             )
             measure(
                 "read by id, one at a time",
+                ONE_AT_A_TIME,
                 lambda url: trio.run(one_at_a_time, url, reads(ONE_AT_A_TIME)),
-                inline_url,
-                echo_url,
+                inline,
+                echo,
             )
 
             time.sleep(0.5)
@@ -271,7 +300,7 @@ def main() -> None:
                 f"connections: {per_connection:.1f} KiB per idle connection"
             )
         finally:
-            for process in (wsspec_process, inline_process, echo_process):
+            for process, _ in (wsspec, inline, echo):
                 process.terminate()
                 process.wait(timeout=30)
     print(f"(benchmark took {time.perf_counter() - began:.0f} s)")

@@ -18,12 +18,15 @@ queued together with one system call.  A frame that does not fit is reported as
 ``CloseConnection`` travels through the same channel, so frames queued before it are sent
 first.
 
-Storage runs in worker threads under the runtime's own ``trio.CapacityLimiter``: reads on a
-primary lane that batches every ready read into one thread hop, plus overflow lanes for
-reads stuck behind a slow one; writes one at a time on a single lane, so that their
-completions reach the engine in commit order (docs/DESIGN-NOTES.md, decision 10).
-Background tasks report failures into the engine as events; nothing they do raises into
-the caller's nursery.
+Storage runs in the runtime's own worker threads, started once per :func:`serve` (not
+``trio.to_thread``, whose hop costs more than a cached SQLite query).  ``storage_threads``
+read threads share one queue, so a slow query occupies one of them while the others keep
+serving; one write thread has a queue of its own, so that write completions reach the engine
+in commit order (docs/DESIGN-NOTES.md, decision 10).  A thread takes every operation queued
+(up to ``STORAGE_BATCH``) and hands their events back with one
+``TrioToken.run_sync_soon`` call, whose callback feeds them to the engine on the trio thread
+(no task per operation).  Background tasks report failures into the engine as events;
+nothing they do raises into the caller's nursery.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import collections
 import inspect
 import itertools
 import logging
-import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Protocol
@@ -100,14 +104,12 @@ logger = logging.getLogger("wsspec.server")
 CLOSE_TIMEOUT = 10.0
 #: Seconds a graceful shutdown may take before the remaining connections are dropped.
 SHUTDOWN_TIMEOUT = 30.0
-#: Worker threads running read operations at once (writes have their own single lane).
-#: One lane runs every read that is ready in one thread hop; the others take over reads
-#: that have waited OVERFLOW_DELAY behind it.
+#: Worker threads running read operations (writes have one thread of their own).  They
+#: share one queue, so a slow query occupies one thread while the others keep serving.
 STORAGE_THREADS = 8
-#: Most operations one worker thread runs per hop (operations that arrived together).
+#: Most operations a worker thread takes from its queue at once and reports together:
+#: handing results back to the trio thread costs more than a cached SQLite query.
 STORAGE_BATCH = 16
-#: Seconds a read waits for the primary read lane before another lane takes it.
-OVERFLOW_DELAY = 0.01
 #: Most frames written to one client with one system call.
 WRITE_BATCH = 64
 
@@ -129,7 +131,7 @@ class App:
     ... def only_mine(ctx): ctx.add_filter("user_id", "eq", ctx.metadata["user_id"])
 
     The entities default to ``storage.entities()``.  Storage operations run in worker
-    threads: reads on ``storage_threads`` lanes, writes on one lane of their own;
+    threads: reads on ``storage_threads`` threads, writes on one thread of their own;
     ``storage_threads=0`` runs them inline on the event loop instead, which is faster and
     only right for storage that never blocks (``MemoryStorage``).  While :func:`serve` runs, the
     counters, :meth:`broadcast`, :meth:`notify_change` and :meth:`request_shutdown` act on
@@ -299,14 +301,16 @@ class _Runtime:
         self._ids = itertools.count(1)
         self._pending: collections.deque[Event] = collections.deque()
         self._feeding = False
-        # Our own limiter: the read lanes plus the write lane, not trio's shared default.
-        self._threads = trio.CapacityLimiter(app.storage_threads + 1)
-        # Unbounded on purpose: the engine bounds them. It runs at most max_in_flight reads
-        # and one write per connection at a time (docs/DESIGN-NOTES.md decision 6).
-        self._reads: collections.deque[RunStorage] = collections.deque()
-        self._primary_lane_idle = trio.lowlevel.ParkingLot()
-        self._overflow_lanes_idle = trio.lowlevel.ParkingLot()
-        self._writes_send, self._writes_recv = trio.open_memory_channel[RunStorage](math.inf)
+        # The worker threads' queues (None stops a thread).  Unbounded on purpose: the engine
+        # bounds them. It runs at most max_in_flight reads and one write per connection at a
+        # time (docs/DESIGN-NOTES.md decision 6).
+        self._reads: queue.SimpleQueue[RunStorage | None] = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue[RunStorage | None] = queue.SimpleQueue()
+        # Set once the worker threads are stopped: results that arrive later are dropped.
+        self._storage_stopped = False
+        # A bug raised while feeding a storage result (see _report_storage).
+        self._storage_bug: Exception | None = None
+        self._storage_bug_found = trio.Event()
         self._timer_deadline: float | None = None
         self._timer_wakeup = trio.Event()
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -388,13 +392,9 @@ class _Runtime:
                 self.feed(event)
             return
         if isinstance(action.operation, Create | Update | Delete):
-            self._writes_send.send_nowait(action)
+            self._writes.put(action)
         else:
-            self._reads.append(action)
-            if len(self._primary_lane_idle):
-                self._primary_lane_idle.unpark_all()
-            else:
-                self._overflow_lanes_idle.unpark()
+            self._reads.put(action)
 
     def _on_run_hooks(self, action: RunHooks) -> None:
         self.services.start_soon(self._run_hooks, action)
@@ -467,57 +467,84 @@ class _Runtime:
                 )
         return events
 
-    async def _run_batch(self, batch: list[RunStorage]) -> None:
-        """Runs ``batch`` in one worker thread and reports it, in the order it ran.
-        Operations that are ready together share one thread hop, which costs more than a
-        cached SQLite query."""
-        events = await trio.to_thread.run_sync(self._execute_batch, batch, limiter=self._threads)
-        for event in events:
-            self.feed(event)
-
-    async def _write_lane(self) -> None:
-        """The one lane of writes, so that the engine hears of them in commit order
-        (docs/DESIGN-NOTES.md decision 10)."""
-        operations = self._writes_recv
-        async for first in operations:
-            batch = [first]
-            while len(batch) < STORAGE_BATCH:
-                try:
-                    batch.append(operations.receive_nowait())
-                except trio.WouldBlock:
+    def _storage_worker(
+        self, operations: queue.SimpleQueue[RunStorage | None], token: trio.lowlevel.TrioToken
+    ) -> None:
+        """A worker thread: takes the operations queued (up to STORAGE_BATCH), runs them and
+        hands their events to the trio thread in one callback, until it takes a None."""
+        running = True
+        while running:
+            batch: list[RunStorage] = []
+            operation = operations.get()
+            while operation is not None:
+                batch.append(operation)
+                if len(batch) == STORAGE_BATCH:
                     break
-            await self._run_batch(batch)
+                try:
+                    operation = operations.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                running = False  # took the None: run what it took, then stop
+            if batch:
+                try:
+                    token.run_sync_soon(self._report_storage, self._execute_batch(batch))
+                except trio.RunFinishedError:
+                    return
 
-    def _take_reads(self) -> list[RunStorage]:
-        reads = self._reads
-        return [reads.popleft() for _ in range(min(len(reads), STORAGE_BATCH))]
+    def _report_storage(self, events: list[Event]) -> None:
+        """Runs in the trio thread.  ``run_sync_soon`` runs its calls in FIFO order, so the
+        engine hears of one thread's operations in the order it ran them: writes (one
+        thread) in commit order (docs/DESIGN-NOTES.md decision 10)."""
+        if self._storage_stopped:
+            return
+        try:
+            for event in events:
+                self.feed(event)
+        except Exception as exc:
+            # A bug. Raised here it would end the whole trio.run as a TrioInternalError;
+            # relay it to run_storage_threads, which raises it out of serve().
+            self._storage_bug = exc
+            self._storage_bug_found.set()
 
-    async def _primary_read_lane(self) -> None:
-        """Takes every read that is ready (up to STORAGE_BATCH) into one thread hop."""
-        while True:
-            if not self._reads:
-                await self._primary_lane_idle.park()
-                continue
-            await self._run_batch(self._take_reads())
-
-    async def _overflow_read_lane(self) -> None:
-        """Woken when a read arrives while the primary lane is busy. Quick reads are left
-        to the primary lane, which batches them; this lane steps in for reads that have
-        waited OVERFLOW_DELAY, so that a slow query does not hold up everyone's reads."""
-        while True:
-            await self._overflow_lanes_idle.park()
-            await trio.sleep(OVERFLOW_DELAY)
-            while self._reads:
-                await self._run_batch(self._take_reads())
-
-    async def storage_lanes(self) -> None:
-        """Reads on up to ``storage_threads`` worker threads, writes on one lane."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_lane)
-            if self.app.storage_threads:
-                nursery.start_soon(self._primary_read_lane)
-            for _ in range(self.app.storage_threads - 1):
-                nursery.start_soon(self._overflow_read_lane)
+    async def run_storage_threads(self) -> None:
+        """Runs ``storage_threads`` read threads and one write thread until cancelled; then
+        drops the operations not started and waits for those running."""
+        if not self.app.storage_threads:
+            return
+        token = trio.lowlevel.current_trio_token()
+        queues = [self._reads] * self.app.storage_threads + [self._writes]
+        threads = [
+            threading.Thread(
+                target=self._storage_worker,
+                args=(operations, token),
+                name=f"wsspec-storage-{'write' if operations is self._writes else 'read'}",
+                # Joined below; daemon only so that a storage call that never returns
+                # cannot keep the interpreter alive after trio.run ended some other way.
+                daemon=True,
+            )
+            for operations in queues
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            await self._storage_bug_found.wait()
+            assert self._storage_bug is not None
+            raise self._storage_bug
+        finally:
+            for operations in (self._reads, self._writes):
+                while True:
+                    try:
+                        operations.get_nowait()
+                    except queue.Empty:
+                        break
+            for operations in queues:
+                operations.put(None)
+            # Like trio.to_thread.run_sync, wait for the operations running (and feed their
+            # results: the engine may still be finishing a connection).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_join_all, threads)
+            self._storage_stopped = True
 
     async def _run_hooks(self, action: RunHooks) -> None:
         try:
@@ -633,7 +660,10 @@ class _Runtime:
         # them means a client's own replies never overflow its queue.
         high_water = max(1, limits.outbound_queue - limits.max_in_flight - limits.max_queued)
         while True:
-            await conn.may_read.wait()
+            if not conn.may_read.is_set():
+                # Not Event.wait() unconditionally: on a set event it still yields to the
+                # scheduler, which made two run-loop rounds per message instead of one.
+                await conn.may_read.wait()
             if _backlog(conn) >= high_water and not conn.closing:
                 # Transport flow control, not protocol policy: don't read requests faster
                 # than their replies can be written, or a client that pipelines and reads
@@ -726,6 +756,11 @@ _CAN_COALESCE = all(
 )
 
 
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
 def _peer_close(conn: _Connection) -> str:
     reason = conn.ws.closed if conn.ws is not None else None
     if reason is None:
@@ -789,7 +824,7 @@ async def _run_server(
         async with trio.open_nursery() as services:
             runtime.services = services
             services.start_soon(runtime.timer)
-            services.start_soon(runtime.storage_lanes)
+            services.start_soon(runtime.run_storage_threads)
             async with trio.open_nursery() as handlers:
                 listeners = await trio.open_tcp_listeners(port, host=host)
                 server = trio_websocket.WebSocketServer(

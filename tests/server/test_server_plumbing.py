@@ -1,9 +1,12 @@
 """The adapter's plumbing against a scripted fake engine: which events it feeds, when, and
 how often (ConnectionClosed exactly once, OutboundQueueFull once and after the current
-action list, hook outcomes)."""
+action list, hook outcomes, storage results from the worker threads)."""
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ class FakeEngine:
         self.events: list[Any] = []
         self.hooks_seen: list[Any] = []
         self.metadata: dict[Any, dict[str, Any]] = {}
+        self.users = registry.get("public.users")
         FakeEngine.instances.append(self)
 
     connection_count = property(lambda self: len(self.metadata))
@@ -76,14 +80,45 @@ class FakeEngine:
                         context=context,
                     )
                 ]
+            if event.data == "storage":
+                # Writes and reads interleaved, operation ids in the order issued.
+                return [
+                    core.RunStorage(operation_id=n, operation=self._operation(n))
+                    for n in range(1, 41)
+                ]
+            if event.data == "storage bug":
+                return [core.RunStorage(operation_id=99, operation=self._operation(99))]
             return [core.Send(connection_id=cid, message=pong)]
+        if isinstance(event, core.StorageCompleted) and event.operation_id == 99:
+            raise RuntimeError("a bug while handling a storage result")
         return []
+
+    def _operation(self, n: int) -> Any:
+        if n % 3 == 0:
+            return core.Create(entity=self.users, rows=({"name": f"u{n}"},))
+        selection = core.Selection(columns=("id",))
+        return core.ReadOne(entity=self.users, key=n, filters=core.Filters(), selection=selection)
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
 
 
 HOOKS: list[Any] = []
+
+
+class JitteryStorage:
+    """Takes a random fraction of a millisecond per operation; records the order in which
+    writes ran."""
+
+    def __init__(self) -> None:
+        self.writes_run: list[str] = []
+
+    def execute(self, operation: Any) -> Any:
+        time.sleep(random.random() / 1000)
+        if isinstance(operation, core.Create):
+            self.writes_run.append(operation.rows[0]["name"])
+            return list(operation.rows)
+        return {"id": operation.key}
 
 
 @pytest.fixture
@@ -164,3 +199,36 @@ async def test_hooks_run_in_order_and_report_their_outcome(
             await c.send("hooks")
             await wait_until(lambda: bool(engine.of(core.HooksCompleted)))
             assert engine.of(core.HooksCompleted)[0].call_id == 7
+
+
+async def test_storage_results_are_fed_once_each_and_writes_in_commit_order(
+    tmp_path: Path, fake_engine: Any
+) -> None:
+    app = memory_app(tmp_path)
+    storage = app.storage = JitteryStorage()
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            engine = FakeEngine.instances[0]
+            await c.send("storage")
+            await wait_until(lambda: len(engine.of(core.StorageCompleted)) == 40)
+            completed = engine.of(core.StorageCompleted)
+            assert sorted(e.operation_id for e in completed) == list(range(1, 41))
+            writes = [e.result[0]["name"] for e in completed if e.operation_id % 3 == 0]
+            assert writes == storage.writes_run == [f"u{n}" for n in range(3, 41, 3)]
+            reads = [e for e in completed if e.operation_id % 3]
+            assert all(e.result == {"id": e.operation_id} for e in reads)
+    # serve() returned: its worker threads are gone.
+    assert not [t for t in threading.enumerate() if t.name.startswith("wsspec-storage")]
+
+
+async def test_a_bug_while_feeding_a_storage_result_ends_serve_with_it(
+    tmp_path: Path, fake_engine: Any
+) -> None:
+    """Not a TrioInternalError that would end the caller's whole trio.run."""
+    app = memory_app(tmp_path)
+    with pytest.raises(BaseExceptionGroup) as raised:
+        with trio.fail_after(TIMEOUT):
+            async with serving(app) as url, client(url) as c:
+                await c.send("storage bug")
+                await trio.sleep_forever()
+    assert raised.group_contains(RuntimeError, match="storage result", depth=None)
