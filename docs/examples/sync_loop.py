@@ -84,7 +84,7 @@ def run(event: ws.Event) -> None:
             carry_out(action)
 
 
-frames = {
+frames: dict[str, list[dict[str, object]]] = {
     "alice": [
         {
             "id": "s1",
