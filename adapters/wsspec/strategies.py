@@ -413,73 +413,28 @@ def requests(
     schema = _schema(entity)
     record = _record_ids(entity, record_ids)
     options = query_options(entity)
-    alternatives: list[st.SearchStrategy[Request]] = []
-    name = entity.name
-    if Operation.READ in operations:
-        alternatives.append(
-            st.builds(
-                Request,
-                id=ids,
-                operation=st.just(Operation.READ),
-                entity=st.just(name),
-                schema=schema,
-                options=options,
-            )
+    # The fields each operation's messages carry beyond id, operation, entity and schema;
+    # read comes in two shapes (a list read with options, a read of one record).
+    shapes: dict[Operation, list[dict[str, st.SearchStrategy[Any]]]] = {
+        Operation.READ: [{"options": options}, {"record_id": record}],
+        Operation.CREATE: [{"data": create_data}],
+        Operation.UPDATE: [{"record_id": record, "data": update_data}],
+        Operation.DELETE: [{"record_id": record}],
+        Operation.META: [{}],
+    }
+    alternatives: list[st.SearchStrategy[Request]] = [
+        st.builds(
+            Request,
+            id=ids,
+            operation=st.just(operation),
+            entity=st.just(entity.name),
+            schema=schema,
+            **fields,
         )
-        alternatives.append(
-            st.builds(
-                Request,
-                id=ids,
-                operation=st.just(Operation.READ),
-                entity=st.just(name),
-                schema=schema,
-                record_id=record,
-            )
-        )
-    if Operation.CREATE in operations:
-        alternatives.append(
-            st.builds(
-                Request,
-                id=ids,
-                operation=st.just(Operation.CREATE),
-                entity=st.just(name),
-                schema=schema,
-                data=create_data,
-            )
-        )
-    if Operation.UPDATE in operations:
-        alternatives.append(
-            st.builds(
-                Request,
-                id=ids,
-                operation=st.just(Operation.UPDATE),
-                entity=st.just(name),
-                schema=schema,
-                record_id=record,
-                data=update_data,
-            )
-        )
-    if Operation.DELETE in operations:
-        alternatives.append(
-            st.builds(
-                Request,
-                id=ids,
-                operation=st.just(Operation.DELETE),
-                entity=st.just(name),
-                schema=schema,
-                record_id=record,
-            )
-        )
-    if Operation.META in operations:
-        alternatives.append(
-            st.builds(
-                Request,
-                id=ids,
-                operation=st.just(Operation.META),
-                entity=st.just(name),
-                schema=schema,
-            )
-        )
+        for operation in operations
+        for fields in shapes[operation]
+    ]
+    if Operation.META in operations:  # meta without an entity lists the entities
         alternatives.append(
             st.builds(Request, id=ids, operation=st.just(Operation.META), entity=st.just(""))
         )
