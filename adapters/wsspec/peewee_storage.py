@@ -264,7 +264,9 @@ class PeeweeStorage:
             if not parsed.path.strip("/"):
                 raise ValueError("postgresql URLs need a database name")
             conninfo = urllib.parse.urlunsplit(parsed._replace(scheme="postgresql"))
-            return cls(peewee.PostgresqlDatabase(conninfo, connect_timeout=5))
+            # psycopg 3 even where psycopg2 is installed too: the error mapping reads
+            # psycopg 3's diagnostics (docs/storage.md "Errors").
+            return cls(peewee.PostgresqlDatabase(conninfo, connect_timeout=5, prefer_psycopg3=True))
         raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}")
 
     def register(self, name: str, model: type[peewee.Model]) -> Entity:
