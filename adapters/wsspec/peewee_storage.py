@@ -452,6 +452,19 @@ class PeeweeStorage:
 
     # --- execute -------------------------------------------------------------------------
 
+    def never_blocks(self, operation: core.StorageOperation) -> bool:
+        """Whether ``operation`` is a read of one row by key, without preloads, on SQLite.
+
+        SQLite answers it in microseconds from a local file, and in WAL mode a reader never
+        waits for a writer, so a server may run it on its event loop rather than pay a
+        worker-thread round trip that costs several times more (docs/server.md "How it
+        runs"). Everything else, and every PostgreSQL query (a network round trip), may
+        block and belongs in a worker thread.
+        """
+        return (
+            not self._postgres and type(operation) is ReadOne and not operation.selection.preload
+        )
+
     def execute(self, operation: core.StorageOperation) -> Any:
         """Run one storage operation; its docstring in wsspec_core says what it returns.
 

@@ -118,9 +118,15 @@ class Storage(Protocol):
     """What :class:`App` needs from a storage backend (``PeeweeStorage``, ``MemoryStorage``):
     a synchronous, thread-safe ``execute(operation) -> result`` that raises
     ``wsspec_core.StorageFailure`` for expected failures.  (``entities()`` too, unless the
-    App is given a ``registry``.)"""
+    App is given a ``registry``.)  Optionally ``never_blocks(operation) -> bool``: True
+    for operations cheap enough to run on the event loop (``PeeweeStorage`` says so of
+    SQLite reads by key); the others go to the worker threads."""
 
     def execute(self, operation: StorageOperation) -> Any: ...
+
+
+def _always_blocks(operation: StorageOperation) -> bool:
+    return False
 
 
 class App:
@@ -306,6 +312,9 @@ class _Runtime:
         # time (docs/DESIGN-NOTES.md decision 6).
         self._reads: queue.SimpleQueue[RunStorage | None] = queue.SimpleQueue()
         self._writes: queue.SimpleQueue[RunStorage | None] = queue.SimpleQueue()
+        self._never_blocks: Callable[[StorageOperation], bool] = getattr(
+            app.storage, "never_blocks", _always_blocks
+        )
         # Set once the worker threads are stopped: results that arrive later are dropped.
         self._storage_stopped = False
         # A bug raised while feeding a storage result (see _report_storage).
@@ -385,9 +394,11 @@ class _Runtime:
         return True
 
     def _on_run_storage(self, action: RunStorage) -> None:
-        if self.app.storage_threads == 0:
-            # Inline mode (App(storage_threads=0)), for storage that never blocks, such as
-            # MemoryStorage. The completion is fed after the current action list (feed()).
+        if self.app.storage_threads == 0 or self._never_blocks(action.operation):
+            # Inline: App(storage_threads=0) for storage that never blocks (MemoryStorage),
+            # or an operation the storage says cannot block (a SQLite read by key), for
+            # which a thread round trip would cost several times the query itself.
+            # The completion is fed after the current action list (feed()).
             for event in self._execute_batch([action]):
                 self.feed(event)
             return

@@ -239,3 +239,49 @@ async def test_inline_storage_mode(tmp_path: Path) -> None:
                 ("response", "r"),
             ]
             assert replies[3]["metadata"]["total"] == 2
+
+
+class ThreadRecordingStorage:
+    """Records which thread ran each kind of operation; delegates everything."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.threads: dict[str, set[int]] = {}
+
+    def execute(self, operation: Any) -> Any:
+        import threading
+
+        self.threads.setdefault(type(operation).__name__, set()).add(threading.get_ident())
+        return self.inner.execute(operation)
+
+    def never_blocks(self, operation: Any) -> bool:
+        result: bool = self.inner.never_blocks(operation)
+        return result
+
+    def entities(self) -> Any:
+        return self.inner.entities()
+
+
+async def test_sqlite_reads_by_key_run_on_the_event_loop_and_the_rest_in_threads(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    recorder: list[ThreadRecordingStorage] = []
+
+    def wrap(storage: Any) -> ThreadRecordingStorage:
+        recorder.append(ThreadRecordingStorage(storage))
+        return recorder[0]
+
+    app = demo_app(tmp_path, storage_wrapper=wrap)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            created = await c.request("create", "users", data={"name": "Ann"})
+            one = await c.request("read", "users", record_id=created["data"]["id"])
+            assert one["data"]["name"] == "Ann"
+            listed = await c.request("read", "users")
+            assert listed["metadata"]["total"] == 1
+    threads = recorder[0].threads
+    loop_thread = threading.get_ident()
+    assert threads["ReadOne"] == {loop_thread}
+    assert loop_thread not in threads["ReadList"] | threads["Create"]

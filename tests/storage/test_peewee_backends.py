@@ -612,3 +612,21 @@ def test_threads_read_while_one_writes(backend: Backend) -> None:
         thread.join(timeout=60)
     assert not errors
     assert read(backend, USERS, filters=(filt("age", "is_not_null"),)).total == 30
+
+
+def test_never_blocks_only_point_reads_without_preload_on_sqlite(backend: Backend) -> None:
+    users = backend.entity(USERS)
+    registry = EntityRegistry(backend.storage.entities())
+    plain = compile_selection(users, QueryOptions(), registry)
+    preloaded = compile_selection(
+        users, QueryOptions(preload=(PreloadSpec(relation="posts"),)), registry
+    )
+    point = ReadOne(entity=users, key=1, filters=NO_FILTERS, selection=plain)
+    sqlite = backend.kind == "sqlite"
+    assert backend.storage.never_blocks(point) is sqlite
+    assert not backend.storage.never_blocks(
+        ReadOne(entity=users, key=1, filters=NO_FILTERS, selection=preloaded)
+    )
+    assert not backend.storage.never_blocks(compile_read(users, QueryOptions(), registry, Limits()))
+    assert not backend.storage.never_blocks(Create(entity=users, rows=({"name": "x"},)))
+    assert not backend.storage.never_blocks(Delete(entity=users, key=1, filters=NO_FILTERS))
