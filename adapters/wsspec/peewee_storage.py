@@ -461,9 +461,7 @@ class PeeweeStorage:
         runs"). Everything else, and every PostgreSQL query (a network round trip), may
         block and belongs in a worker thread.
         """
-        return (
-            not self._postgres and type(operation) is ReadOne and not operation.selection.preload
-        )
+        return not self._postgres and type(operation) is ReadOne and not operation.selection.preload
 
     def execute(self, operation: core.StorageOperation) -> Any:
         """Run one storage operation; its docstring in wsspec_core says what it returns.
