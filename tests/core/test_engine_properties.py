@@ -354,6 +354,14 @@ class EngineMachine(RuleBasedStateMachine):
             assert not writes or len(operations) == 1  # a write runs alone
 
     @invariant()
+    def subscription_limit_holds(self) -> None:
+        per_conn = Counter(conn for conn, _flt in self.live.values())
+        assert all(
+            n <= self.engine.limits.max_subscriptions_per_connection for n in per_conn.values()
+        )
+        assert self.engine.subscription_count == len(self.live)
+
+    @invariant()
     def notified_exactly_as_expected(self) -> None:
         assert Counter(self.notified) == Counter(self.expected)
 
