@@ -86,7 +86,7 @@ def bench_requests(n: int = 20_000) -> tuple[float, float]:
             orjson.dumps(response)
         return time.perf_counter() - start
 
-    return n / best_of(3, engine_run), n / best_of(3, json_run)
+    return n / best_of(5, engine_run), n / best_of(5, json_run)
 
 
 def bench_routing(subscriptions: int, changes: int = 2_000) -> float:

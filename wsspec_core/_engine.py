@@ -28,6 +28,7 @@ response or a close action.
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -189,7 +190,12 @@ class _Connection:
     state: _ConnState
     metadata: dict[str, Any] = attrs.Factory(dict)
     runs: list[_Run] = attrs.Factory(list)
+    #: Runs started and not finished.
     in_flight: int = 0
+    #: Runs received and not yet started, oldest first (every run before them started).
+    waiting: collections.deque[_Run] = attrs.Factory(collections.deque)
+    #: A write or subscription change is running: nothing else may start.
+    exclusive_running: bool = False
     paused: bool = False
     #: Re-entrancy guard of `Engine._pump` (a run may finish while runs are being started).
     pumping: bool = False
@@ -239,7 +245,7 @@ class Engine:
         self._shutting_down = False
         self._next_sweep: float | None = None
         self._timestamp_of: tuple[int, str] = (-1, "")
-        self._compiled_cache: dict[tuple[str, str, QueryOptions], Any] = {}
+        self._compiled_cache: dict[tuple[str, str, QueryOptions, tuple[Any, ...]], Any] = {}
 
     # --- public surface ----------------------------------------------------------
 
@@ -319,7 +325,15 @@ class Engine:
         lists (``in`` values) are not hashable and are simply compiled each time.
         """
         try:
-            key = (kind, entity.qualified_name, options)
+            # Python equates 1, 1.0 and True (and 0.0 with -0.0), which coerce differently
+            # (True is refused on an integer column; 5.0 is "5.0" on a text column): the
+            # key tells the values apart by type, and floats by their exact text.
+            values = []
+            for spec in options.filters:
+                value = spec.value
+                kind_of = type(value)
+                values.append((kind_of, repr(value)) if kind_of is float else (kind_of, value))
+            key = (kind, entity.qualified_name, options, tuple(values))
             found = self._compiled_cache.get(key)
         except TypeError:
             return build()
@@ -366,6 +380,7 @@ class Engine:
             self._subscriptions.remove(subscription_id)
         conn.subscriptions.clear()
         conn.runs = [run for run in conn.runs if run.started and run.response is None]
+        conn.waiting.clear()
         conn.held = None
 
     def _close(self, conn: _Connection, code: int, reason: str) -> None:
@@ -442,14 +457,14 @@ class Engine:
             return  # late frames of a closing connection, or after shutdown: not taken
         conn.last_seen = event.now
         conn.ping_sent_at = None
-        if (
-            _size_in_bytes(event.data, self.limits.max_message_bytes)
-            > self.limits.max_message_bytes
-        ):
+        limit = self.limits.max_message_bytes
+        if len(event.data) * 4 > limit and _size_in_bytes(event.data, limit) > limit:
             self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
             return
         run = self._admit(conn, event.data)
         conn.runs.append(run)
+        if run.kind is not _RunKind.DONE:
+            conn.waiting.append(run)
         if len(conn.runs) >= self.limits.max_in_flight + self.limits.max_queued and not conn.paused:
             conn.paused = True
             self._out.append(PauseReading(connection_id=conn.id))
@@ -584,34 +599,33 @@ class Engine:
         try:
             while conn.state is _ConnState.OPEN:
                 conn.repump = False
-                self._start_ready(conn)
+                if conn.waiting:
+                    self._start_waiting(conn)
                 self._flush(conn)
                 if not conn.repump:
                     break
         finally:
             conn.pumping = False
 
-    def _start_ready(self, conn: _Connection) -> None:
+    def _start_waiting(self, conn: _Connection) -> None:
+        """Start waiting runs in arrival order while the rules of docs/protocol.md "Order"
+        allow: shared runs up to ``max_in_flight``; an exclusive run only when nothing runs
+        (every run before it has finished), and nothing beside it."""
         limit = self.limits.max_in_flight
-        unfinished_before = False
-        for run in list(conn.runs):
-            if run.started or run.kind is _RunKind.DONE:
-                if run.kind is _RunKind.EXCLUSIVE and run.response is None:
-                    return  # nothing starts while an exclusive run is unfinished
-                unfinished_before = unfinished_before or run.response is None
-                continue
+        waiting = conn.waiting
+        while waiting and not conn.exclusive_running:
+            run = waiting[0]
             if run.kind is _RunKind.EXCLUSIVE:
-                if unfinished_before:
+                if conn.in_flight:
                     return
+                conn.exclusive_running = True
             elif conn.in_flight >= limit:
                 return
+            waiting.popleft()
             run.started = True
             conn.in_flight += 1
             self._start(run)
             if conn.state is not _ConnState.OPEN:
-                return
-            unfinished_before = unfinished_before or run.response is None
-            if run.kind is _RunKind.EXCLUSIVE and run.response is None:
                 return
 
     def _flush(self, conn: _Connection) -> None:
@@ -641,6 +655,8 @@ class Engine:
         conn = run.conn
         if run.started:
             conn.in_flight -= 1
+            if run.kind is _RunKind.EXCLUSIVE:
+                conn.exclusive_running = False
         if conn.state is _ConnState.OPEN:
             self._pump(conn)
 
@@ -685,7 +701,7 @@ class Engine:
 
     def _run_hooks(self, run: _Run, hook_type: HookType, then: _Continuation) -> None:
         """Call the hooks of ``hook_type`` for a request run, with its context in sync."""
-        if not self.hooks.get(hook_type):
+        if hook_type not in self.hooks.registered:  # the common case: no hook, no context
             then()
             return
         context = run.context
@@ -957,7 +973,7 @@ class Engine:
 def _size_in_bytes(data: str | bytes, limit: int) -> int:
     """The UTF-8 size of a message, encoding text only when its length cannot settle the
     question (a character takes one to four bytes)."""
-    if isinstance(data, bytes) or len(data) > limit or len(data) * 4 <= limit:
+    if isinstance(data, bytes) or len(data) > limit:
         return len(data)
     return len(data.encode("utf-8", "surrogatepass"))
 

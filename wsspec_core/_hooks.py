@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -150,6 +150,11 @@ class HookRegistry:
 
     def __init__(self) -> None:
         self._hooks: dict[HookType, list[Hook]] = {}
+
+    @property
+    def registered(self) -> Mapping[HookType, list[Hook]]:
+        """The hook types that have hooks (read-only view; a type with none is absent)."""
+        return self._hooks
 
     def register(self, hook_type: HookType | str, hook: Hook) -> Hook:
         """Add ``hook`` for ``hook_type``; returns it, so this works as a decorator body."""

@@ -192,6 +192,28 @@ def test_create_then_read_list_and_one() -> None:
     assert one["data"] == {"name": "Ann"} and one["metadata"] == {"total": 1}
 
 
+def test_query_cache_tells_equal_values_of_other_types_apart() -> None:
+    d = make()
+    create(d, "a", {"name": "5.0", "age": 1})
+
+    def read(column: str, value: Any) -> dict[str, Any]:
+        filters = [{"column": column, "operator": "eq", "value": value}]
+        message = {
+            "id": "r",
+            "type": "request",
+            "operation": "read",
+            "entity": "users",
+            "options": {"filters": filters},
+        }
+        return d.request("a", message)
+
+    assert read("age", 1)["metadata"]["total"] == 1
+    assert read("age", True)["error"]["code"] == "invalid_filter"  # not the cached 1
+    assert read("name", 5)["metadata"]["total"] == 0  # "5"
+    assert read("name", 5.0)["metadata"]["total"] == 1  # "5.0", not the cached "5"
+    assert read("name", -0.0)["metadata"]["total"] == 0  # "-0.0"
+
+
 def test_batch_create_is_one_response_with_a_list() -> None:
     d = make()
     response = create(d, "a", [{"name": "A"}, {"name": "B"}])
