@@ -285,3 +285,54 @@ async def test_sqlite_reads_by_key_run_on_the_event_loop_and_the_rest_in_threads
     loop_thread = threading.get_ident()
     assert threads["ReadOne"] == {loop_thread}
     assert loop_thread not in threads["ReadList"] | threads["Create"]
+
+
+JS_CLIENT = Path(__file__).parent / "js" / "readme_client.mjs"
+
+
+def _node_with_websocket() -> str | None:
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        return None
+    probe = subprocess.run(
+        [
+            node,
+            "--experimental-websocket",
+            "-e",
+            "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    return node if probe.returncode == 0 else None
+
+
+async def test_the_go_readme_javascript_client_works_unchanged(tmp_path: Path) -> None:
+    import pytest
+
+    node = _node_with_websocket()
+    if node is None:
+        pytest.skip(
+            "Node.js with a WebSocket global (node >= 20 --experimental-websocket) is not installed"
+        )
+    app = demo_app(tmp_path)
+    with trio.fail_after(TIMEOUT):
+        async with serving(app) as url:
+            done = await trio.run_process(
+                [node, "--experimental-websocket", str(JS_CLIENT), url],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert done.returncode == 0, done.stderr.decode()
+    outcome = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert outcome == {
+        "created": ["Alice", "Bob", "Carol"],
+        "ids": ["number", "number", "number"],
+        "notified": [["create", "Alice", True], ["create", "Carol", True]],
+        "active": ["Alice", "Carol"],
+        "refused": "not_found",
+    }
