@@ -23,6 +23,7 @@ from ._codec import (
     decode_outbound,
     encode,
     encode_inbound,
+    encode_json,
     format_timestamp,
     make_converter,
 )
@@ -198,6 +199,7 @@ __all__ = [
     "decode_outbound",
     "encode",
     "encode_inbound",
+    "encode_json",
     "format_timestamp",
     "hook_failure",
     "like_pattern",

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import cattrs
@@ -684,7 +684,9 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
-def _dumps(payload: dict[str, Any]) -> str:
+def encode_json(payload: Mapping[str, Any]) -> str:
+    """Any JSON object as one frame's text, rendered exactly as :func:`encode` renders
+    messages (dates, naive-UTC datetimes with ``Z``): for adapters' broadcasts."""
     try:
         return orjson.dumps(payload, option=_DUMPS_OPTIONS).decode()
     except TypeError:
@@ -702,7 +704,7 @@ def encode(message: OutboundMessage) -> str:
     Non-finite floats are written as ``null`` (JSON has no NaN).  Any other value type
     is a bug in the caller and raises :class:`TypeError`.
     """
-    return _dumps(_OUTBOUND_HOOKS[type(message)](message))
+    return encode_json(_OUTBOUND_HOOKS[type(message)](message))
 
 
 # --- client-side helpers ----------------------------------------------------------------
@@ -712,7 +714,7 @@ def encode_inbound(message: InboundMessage) -> str:
     """The JSON text a client would send for ``message``: enums in lower case, ``None``
     and default fields omitted.  For test clients and the fuzzing kit."""
     payload: dict[str, Any] = _unstructure(message)
-    return _dumps(payload)
+    return encode_json(payload)
 
 
 _OUTBOUND_CLASSES: dict[str, type[Response] | type[Notification] | type[Pong]] = {

@@ -43,7 +43,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import attrs
-import orjson
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
@@ -88,6 +87,7 @@ from wsspec_core import (
     TimePassed,
     Update,
     encode,
+    encode_json,
     hook_failure,
 )
 from wsspec_core import (
@@ -192,9 +192,7 @@ class App:
         outbound queue is full is reported to the engine, which closes it as a slow
         consumer."""
         runtime = self._require_runtime()
-        # The same datetime rendering as the codec's (docs/DESIGN-NOTES.md decision 3).
-        frame = orjson.dumps(payload, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
-        return runtime.broadcast(frame.decode(), predicate)
+        return runtime.broadcast(encode_json(payload), predicate)
 
     def notify_change(
         self,
