@@ -7,9 +7,12 @@ numbers; see docs/core.md.
 """
 
 from ._actions import (
+    LOG_ERROR,
+    LOG_WARNING,
     AcceptConnection,
     Action,
     CloseConnection,
+    Log,
     PauseReading,
     RejectConnection,
     ResumeReading,
@@ -39,15 +42,16 @@ from ._entities import (
     ResolutionError,
 )
 from ._events import (
+    BroadcastRequested,
     ChangeCommitted,
     ConnectionClosed,
     ConnectionId,
     ConnectionOpened,
     Event,
+    FramesWritten,
     HooksCompleted,
     HooksFailed,
     MessageReceived,
-    OutboundQueueFull,
     PongReceived,
     ShutdownRequested,
     StorageCompleted,
@@ -86,7 +90,13 @@ from ._messages import (
     Subscribe,
     Unsubscribe,
 )
-from ._options import coerce_key, coerce_record, compile_read, compile_selection
+from ._options import (
+    coerce_change_row,
+    coerce_key,
+    coerce_record,
+    compile_read,
+    compile_selection,
+)
 from ._query import (
     NO_FILTERS,
     Condition,
@@ -111,9 +121,12 @@ from ._query import (
 )
 
 __all__ = [
+    "LOG_ERROR",
+    "LOG_WARNING",
     "NO_FILTERS",
     "AcceptConnection",
     "Action",
+    "BroadcastRequested",
     "ChangeCommitted",
     "CloseConnection",
     "Column",
@@ -133,6 +146,7 @@ __all__ = [
     "FilterGroup",
     "FilterSpec",
     "Filters",
+    "FramesWritten",
     "Hook",
     "HookContext",
     "HookError",
@@ -144,6 +158,7 @@ __all__ = [
     "InvalidRequest",
     "Limits",
     "ListResult",
+    "Log",
     "MemoryStorage",
     "MessageId",
     "MessageReceived",
@@ -152,7 +167,6 @@ __all__ = [
     "Operation",
     "Operator",
     "OutboundMessage",
-    "OutboundQueueFull",
     "PauseReading",
     "Ping",
     "Pong",
@@ -189,6 +203,7 @@ __all__ = [
     "TimePassed",
     "Unsubscribe",
     "Update",
+    "coerce_change_row",
     "coerce_key",
     "coerce_record",
     "coerce_value",

@@ -11,7 +11,6 @@ import attrs
 
 from ._events import ConnectionId
 from ._hooks import Hook, HookContext, HookType
-from ._messages import OutboundMessage
 from ._query import StorageOperation
 
 
@@ -33,11 +32,14 @@ class RejectConnection:
 
 @attrs.frozen(kw_only=True)
 class Send:
-    """Queue ``message`` for the client: one JSON text frame, ``wsspec_core.encode(message)``.
-    If the connection's outbound queue is full, report ``OutboundQueueFull`` instead."""
+    """Queue ``frame`` (one JSON text, already encoded) for the client as one text frame.
+
+    The adapter's queue needs no bound of its own: the engine counts the frames it asked
+    for against the ``FramesWritten`` reports, and closes a client whose backlog passes
+    ``Limits.outbound_queue`` (docs/core.md "Flow control")."""
 
     connection_id: ConnectionId
-    message: OutboundMessage
+    frame: str
 
 
 @attrs.frozen(kw_only=True)
@@ -62,17 +64,20 @@ class RunHooks:
 
 @attrs.frozen(kw_only=True)
 class CloseConnection:
-    """Send a close frame with ``code`` and ``reason`` (after the messages already queued),
-    then drop the connection. No further action will name it."""
+    """Send a close frame with ``code`` and ``reason`` (after the frames already queued,
+    unless ``discard_queued``: then drop them, the client is not reading them anyway), then
+    drop the connection. No further action will name it."""
 
     connection_id: ConnectionId
     code: int
     reason: str
+    discard_queued: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class PauseReading:
-    """Stop reading this client's messages: its request queue is full (backpressure)."""
+    """Stop reading this client's messages: its requests, or the replies not yet written
+    to it, have reached their high-water mark (backpressure)."""
 
     connection_id: ConnectionId
 
@@ -89,6 +94,21 @@ class SendPing:
     connection_id: ConnectionId
 
 
+@attrs.frozen(kw_only=True)
+class Log:
+    """Something the operator should know and the client must not see (an unencodable hook
+    result, a change row that cannot be coerced): log ``message`` at ``level``, a
+    :mod:`logging` level number (``30`` warning, ``40`` error)."""
+
+    level: int
+    message: str
+
+
+#: The ``Log.level`` values the engine uses (equal to :mod:`logging`'s).
+LOG_WARNING = 30
+LOG_ERROR = 40
+
+
 Action = (
     AcceptConnection
     | RejectConnection
@@ -99,4 +119,5 @@ Action = (
     | PauseReading
     | ResumeReading
     | SendPing
+    | Log
 )

@@ -43,8 +43,11 @@ class Limits:
     max_page_size: int = attrs.field(default=1000, validator=_positive)
     #: Records in one batch create.
     max_batch_size: int = attrs.field(default=1000, validator=_positive)
-    #: Messages queued for one client before it counts as not reading and is closed.
-    #: Read by adapters, which own the queue.
+    #: Frames written for one client and not yet sent before it counts as not reading and
+    #: is closed with 1008. The engine counts them (``Send`` minus ``FramesWritten``) and
+    #: stops reading a client's requests while this backlog is above
+    #: ``outbound_queue - requests_read_ahead``, so the replies owed to the requests
+    #: already read always fit: a client that reads what it is sent is never closed.
     outbound_queue: int = attrs.field(default=1024, validator=_positive)
     #: Seconds of silence before the engine sends a keepalive ping, or ``None``.
     keepalive_interval: float | None = attrs.field(default=30.0, validator=_positive_or_none)
@@ -54,3 +57,23 @@ class Limits:
     def __attrs_post_init__(self) -> None:
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size must not exceed max_page_size")
+        read_ahead = self.requests_read_ahead
+        if self.outbound_queue < 2 * read_ahead:
+            raise ValueError(
+                f"outbound_queue ({self.outbound_queue}) must be at least 2 * (max_in_flight + "
+                f"max_queued) = {2 * read_ahead}: reading pauses when the backlog reaches "
+                "outbound_queue - (max_in_flight + max_queued), and the replies owed to the "
+                "requests already read must still fit, or a client that pipelines requests "
+                "and reads every reply would be closed as a slow consumer"
+            )
+
+    @property
+    def requests_read_ahead(self) -> int:
+        """Requests of one connection read and not yet answered, at most: reading pauses
+        there (``max_in_flight + max_queued``)."""
+        return self.max_in_flight + self.max_queued
+
+    @property
+    def backlog_high_water(self) -> int:
+        """Unwritten frames at which the engine stops reading a connection's requests."""
+        return self.outbound_queue - self.requests_read_ahead

@@ -36,9 +36,12 @@ from typing import Any, TypeVar
 import attrs
 
 from ._actions import (
+    LOG_ERROR,
+    LOG_WARNING,
     AcceptConnection,
     Action,
     CloseConnection,
+    Log,
     PauseReading,
     RejectConnection,
     ResumeReading,
@@ -47,18 +50,19 @@ from ._actions import (
     Send,
     SendPing,
 )
-from ._codec import decode, format_timestamp
+from ._codec import decode, encode, format_timestamp
 from ._config import Limits
 from ._entities import Entity, EntityRegistry, ResolutionError
 from ._events import (
+    BroadcastRequested,
     ChangeCommitted,
     ConnectionClosed,
     ConnectionOpened,
     Event,
+    FramesWritten,
     HooksCompleted,
     HooksFailed,
     MessageReceived,
-    OutboundQueueFull,
     PongReceived,
     ShutdownRequested,
     StorageCompleted,
@@ -82,7 +86,13 @@ from ._messages import (
     Subscribe,
     Unsubscribe,
 )
-from ._options import coerce_key, coerce_record, compile_read, compile_selection
+from ._options import (
+    coerce_change_row,
+    coerce_key,
+    coerce_record,
+    compile_read,
+    compile_selection,
+)
 from ._query import (
     Create,
     Delete,
@@ -160,13 +170,14 @@ class _Run:
         message: Request | Subscribe | Unsubscribe | None = None,
         entity: Entity | None = None,
         *,
-        response: Response | Pong | None = None,
+        response: str | None = None,
         options: QueryOptions = _NO_OPTIONS,
     ) -> None:
         self.conn = conn
         self.kind = kind
         self.message = message
         self.entity = entity
+        #: The encoded response frame, once the run has finished.
         self.response = response
         self.started = False
         #: What the steps read and hooks may change.
@@ -201,8 +212,10 @@ class _Connection:
     pumping: bool = False
     repump: bool = False
     subscriptions: dict[str, Subscription] = attrs.Factory(dict)
-    #: Notifications held until this connection's pending write response has been sent.
-    held: list[Notification] | None = None
+    #: Notification frames held until this connection's pending write response is sent.
+    held: list[str] | None = None
+    #: Frames sent and not yet reported written (``FramesWritten``).
+    backlog: int = 0
     last_seen: float = 0.0
     ping_sent_at: float | None = None
     tokens: float = 0.0
@@ -241,7 +254,10 @@ class Engine:
         self._storage_pending: dict[int, _Run] = {}
         self._hooks_pending: dict[int, tuple[_Run | None, HookContext, _Continuation]] = {}
         self._out: list[Action] = []
+        #: Connections whose backlog passed Limits.outbound_queue during this event.
+        self._overflowed: list[_Connection] = []
         self._now = 0.0
+        self._wall = 0.0
         self._shutting_down = False
         self._next_sweep: float | None = None
         self._timestamp_of: tuple[int, str] = (-1, "")
@@ -271,8 +287,11 @@ class Engine:
         """Apply ``event``; return the actions it causes, in the order to carry them out."""
         self._out = []
         self._now = event.now
+        self._wall = event.now if event.wall is None else event.wall
         handler = self._HANDLERS[type(event)]
         handler(self, event)
+        if self._overflowed:
+            self._close_slow_consumers()
         out, self._out = self._out, []
         return out
 
@@ -306,12 +325,13 @@ class Engine:
         self._call_hooks(None, HookType.AFTER_CONNECT, context, lambda: None)
 
     def _timestamp(self) -> str:
-        """The RFC 3339 form of the current event's ``now``, formatted once per millisecond
-        (the precision timestamps carry): a busy server formats it once for many events."""
-        millis = round(self._now * 1000)
+        """The RFC 3339 form of the current event's wall-clock time, formatted once per
+        millisecond (the precision timestamps carry): a busy server formats it once for
+        many events."""
+        millis = round(self._wall * 1000)
         known, text = self._timestamp_of
         if known != millis:
-            text = format_timestamp(self._now)
+            text = format_timestamp(self._wall)
             self._timestamp_of = (millis, text)
         return text
 
@@ -383,17 +403,91 @@ class Engine:
         conn.waiting.clear()
         conn.held = None
 
-    def _close(self, conn: _Connection, code: int, reason: str) -> None:
+    def _close(
+        self, conn: _Connection, code: int, reason: str, *, discard_queued: bool = False
+    ) -> None:
         if conn.state is _ConnState.CLOSING:
             return
-        self._flush(conn)
+        if not discard_queued:
+            self._flush(conn)
         self._drop(conn)
-        self._out.append(CloseConnection(connection_id=conn.id, code=code, reason=reason))
+        self._out.append(
+            CloseConnection(
+                connection_id=conn.id, code=code, reason=reason, discard_queued=discard_queued
+            )
+        )
 
-    def _on_queue_full(self, event: OutboundQueueFull) -> None:
+    # --- the outbound side (docs/core.md "Flow control") ---------------------------
+
+    def _send(self, conn: _Connection, frame: str) -> None:
+        """Ask for ``frame`` to be sent, and count it in the connection's backlog.
+
+        A backlog past ``Limits.outbound_queue`` means the client is not reading what it
+        is sent: the connection is closed once this event's actions are complete (closing
+        here would change the runs being flushed)."""
+        self._out.append(Send(connection_id=conn.id, frame=frame))
+        conn.backlog += 1
+        if conn.backlog == self.limits.outbound_queue + 1:
+            self._overflowed.append(conn)
+
+    def _close_slow_consumers(self) -> None:
+        overflowed, self._overflowed = self._overflowed, []
+        for conn in overflowed:
+            if conn.state is _ConnState.OPEN:
+                # Its queued frames cannot reach it before the close frame: drop them.
+                self._close(
+                    conn,
+                    CLOSE_POLICY_VIOLATION,
+                    "outbound queue full: client is not reading",
+                    discard_queued=True,
+                )
+
+    def _on_frames_written(self, event: FramesWritten) -> None:
         conn = self._connections.get(event.connection_id)
-        if conn is not None and conn.state is _ConnState.OPEN:
-            self._close(conn, CLOSE_POLICY_VIOLATION, "outbound queue full: client is not reading")
+        if conn is None:
+            return
+        conn.backlog = max(0, conn.backlog - event.count)
+        if conn.paused:
+            self._update_reading(conn)
+
+    def _update_reading(self, conn: _Connection) -> None:
+        """Pause reading a connection's requests at either high-water mark (requests read
+        and not answered; frames not yet written), resume below half of both. The
+        backlog mark leaves room for the replies owed to requests already read, so a
+        client that reads what it is sent never overflows (``Limits`` checks this)."""
+        if conn.state is not _ConnState.OPEN or self._shutting_down:
+            return
+        limits = self.limits
+        if conn.paused:
+            if (
+                len(conn.runs) <= limits.requests_read_ahead // 2
+                and conn.backlog <= limits.backlog_high_water // 2
+            ):
+                conn.paused = False
+                self._out.append(ResumeReading(connection_id=conn.id))
+        elif (
+            len(conn.runs) >= limits.requests_read_ahead
+            or conn.backlog >= limits.backlog_high_water
+        ):
+            conn.paused = True
+            self._out.append(PauseReading(connection_id=conn.id))
+
+    def _on_broadcast(self, event: BroadcastRequested) -> None:
+        for conn in list(self._connections.values()):
+            if conn.state is not _ConnState.OPEN:
+                continue
+            if event.predicate is not None:
+                try:
+                    wanted = event.predicate(conn.metadata)
+                except Exception as exc:
+                    self._log(LOG_ERROR, f"broadcast predicate raised {exc!r}; skipped {conn.id!r}")
+                    continue
+                if not wanted:
+                    continue
+            self._send(conn, event.frame)
+
+    def _log(self, level: int, message: str) -> None:
+        self._out.append(Log(level=level, message=message))
 
     def _on_pong(self, event: PongReceived) -> None:
         conn = self._connections.get(event.connection_id)
@@ -465,9 +559,8 @@ class Engine:
         conn.runs.append(run)
         if run.kind is not _RunKind.DONE:
             conn.waiting.append(run)
-        if len(conn.runs) >= self.limits.max_in_flight + self.limits.max_queued and not conn.paused:
-            conn.paused = True
-            self._out.append(PauseReading(connection_id=conn.id))
+        if not conn.paused:
+            self._update_reading(conn)
         self._pump(conn)
 
     def _rate_limited(self, conn: _Connection) -> bool:
@@ -496,7 +589,7 @@ class Engine:
             return _Run(
                 conn,
                 _RunKind.DONE,
-                response=Pong(id=message.id, timestamp=self._timestamp()),
+                response=encode(Pong(id=message.id, timestamp=self._timestamp())),
             )
         if self._rate_limited(conn):
             return self._answered(
@@ -508,7 +601,11 @@ class Engine:
             return self._answered(conn, message.id, exc.error)
 
     def _answered(self, conn: _Connection, message_id: MessageId, error: ErrorInfo) -> _Run:
-        return _Run(conn, _RunKind.DONE, response=self._error_response(message_id, error))
+        return _Run(
+            conn,
+            _RunKind.DONE,
+            response=self._encode_response(self._error_response(message_id, error)),
+        )
 
     def _resolve(self, schema: str | None, name: str) -> Entity:
         resolved = self.registry.resolve(schema, name)
@@ -637,21 +734,39 @@ class Engine:
             if run.response is None:
                 break
             sent += 1
-            self._out.append(Send(connection_id=conn.id, message=run.response))
+            self._send(conn, run.response)
             if run.committed and conn.held is not None:
-                for notification in conn.held:
-                    self._out.append(Send(connection_id=conn.id, message=notification))
+                for frame in conn.held:
+                    self._send(conn, frame)
                 conn.held = None
         if sent:
             del conn.runs[:sent]
-            low_water = (self.limits.max_in_flight + self.limits.max_queued) // 2
-            if conn.paused and not self._shutting_down and len(conn.runs) <= low_water:
-                conn.paused = False
-                self._out.append(ResumeReading(connection_id=conn.id))
+            self._update_reading(conn)
             self._close_if_idle(conn)
 
+    def _encode_response(self, response: Response, *, hooks_ran: bool = False) -> str:
+        """``response`` as its frame. A value the codec cannot write (an after-hook's
+        result, a ``Decimal`` from storage) costs this one request an error response,
+        never an exception (docs/protocol.md "Hooks")."""
+        try:
+            return encode(response)
+        except Exception as exc:
+            self._log(
+                LOG_ERROR,
+                f"the response to request {response.id!r} cannot be encoded ({exc}); "
+                f"answered {'hook_error' if hooks_ran else 'internal_error'}",
+            )
+            error = (
+                ErrorInfo(code="hook_error", message="a server hook failed")
+                if hooks_ran
+                else ErrorInfo(code="internal_error", message="the result could not be encoded")
+            )
+            return encode(
+                Response(id=response.id, success=False, timestamp=response.timestamp, error=error)
+            )
+
     def _finish(self, run: _Run, response: Response) -> None:
-        run.response = response
+        run.response = self._encode_response(response, hooks_ran=run.hooks_ran)
         conn = run.conn
         if run.started:
             conn.in_flight -= 1
@@ -733,6 +848,13 @@ class Engine:
         def resume() -> None:
             if run.conn.state is not _ConnState.OPEN and not run.committed:
                 return  # the client left while its hooks ran: stop before any write
+            if not isinstance(context.options, QueryOptions):
+                self._hook_broke(
+                    run,
+                    f"a {hook_type.value} hook set options to a "
+                    f"{type(context.options).__name__}, not a QueryOptions",
+                )
+                return
             run.options = context.options
             run.data = context.data
             run.record_id = context.record_id
@@ -740,6 +862,13 @@ class Engine:
             then()
 
         self._call_hooks(run, hook_type, context, resume)
+
+    def _hook_broke(self, run: _Run, why: str) -> None:
+        """A hook left a value the request cannot use: ``hook_error`` for this request,
+        the reason for the operator only (docs/protocol.md "Hooks")."""
+        assert run.message is not None
+        self._log(LOG_ERROR, f"request {run.message.id!r}: {why}")
+        self._fail(run, ErrorInfo(code="hook_error", message="a server hook failed"))
 
     def _on_hooks_completed(self, event: HooksCompleted) -> None:
         _run, _context, then = self._hooks_pending.pop(event.call_id)
@@ -807,10 +936,15 @@ class Engine:
         if run.conn.state is not _ConnState.OPEN:
             return
         if run.hooks_ran:
+            # Before-hooks may have changed options, data or the record id: validate them
+            # again. Values no client could send (wrong types) are the hook's fault.
             try:
                 self._check(run)
             except InvalidRequest as exc:
                 self._fail(run, exc.error)
+                return
+            except Exception as exc:
+                self._hook_broke(run, f"hooks left values that cannot be used: {exc!r}")
                 return
         operation: StorageOperation = run.key
         self._next_id += 1
@@ -823,6 +957,15 @@ class Engine:
         operation = run.message.operation
         entity = run.entity
         result = event.result
+        problem = _result_problem(run.key, result)
+        if problem is not None:
+            # A storage backend's bug must cost one request, not the server.
+            self._log(LOG_ERROR, f"request {run.message.id!r}: storage returned {problem}")
+            self._fail(
+                run,
+                ErrorInfo(code=_STORAGE_ERROR_CODES[operation], message="internal storage error"),
+            )
+            return
         if operation is Operation.READ:
             if run.conn.state is not _ConnState.OPEN:
                 return
@@ -888,6 +1031,9 @@ class Engine:
         except InvalidRequest as exc:
             self._fail(run, exc.error)
             return
+        except Exception as exc:  # only hooks can make filters no client could send
+            self._hook_broke(run, f"hooks left filters that cannot be used: {exc!r}")
+            return
         self._next_id += 1
         subscription = Subscription(
             id=f"sub-{self._next_id}",
@@ -924,7 +1070,11 @@ class Engine:
     # --- notifications -----------------------------------------------------------
 
     def _notify(self, entity: Entity, operation: Operation, row: Row) -> None:
-        subscriptions = self._subscriptions.route(entity, row)
+        try:
+            subscriptions = self._subscriptions.route(entity, row)
+        except Exception as exc:  # a value of a type its column does not have
+            self._log(LOG_ERROR, f"{entity.qualified_name} change not routable ({exc!r}): {row!r}")
+            return
         if not subscriptions:
             return
         timestamp = self._timestamp()
@@ -941,18 +1091,44 @@ class Engine:
                 data=data,
                 timestamp=timestamp,
             )
+            try:
+                frame = encode(notification)
+            except Exception as exc:
+                self._log(
+                    LOG_ERROR,
+                    f"{entity.qualified_name} {operation.value} not notified: its row cannot "
+                    f"be encoded ({exc})",
+                )
+                return
             if conn.held is not None:
-                conn.held.append(notification)
+                conn.held.append(frame)
             else:
-                self._out.append(Send(connection_id=conn.id, message=notification))
+                self._send(conn, frame)
 
     def _on_change(self, event: ChangeCommitted) -> None:
-        resolved = self.registry.resolve(event.schema, event.entity)
+        # The change comes from outside: whatever is wrong with it is logged and skipped.
+        try:
+            resolved = self.registry.resolve(event.schema, event.entity)
+        except Exception as exc:
+            resolved = ResolutionError(message=f"unusable entity name ({exc!r})")
         if isinstance(resolved, ResolutionError):
-            raise ValueError(f"ChangeCommitted names an unknown entity: {resolved.message}")
+            self._log(LOG_WARNING, f"change skipped: {resolved.message}")
+            return
         if event.operation not in WRITE_OPERATIONS:
-            raise ValueError(f"ChangeCommitted needs a write operation, not {event.operation}")
-        self._notify(resolved, event.operation, dict(event.row))
+            self._log(LOG_WARNING, f"change skipped: {event.operation!r} is not a write")
+            return
+        try:
+            row = coerce_change_row(resolved, event.row)
+        except InvalidRequest as exc:
+            self._log(
+                LOG_WARNING,
+                f"{resolved.qualified_name} change skipped: {exc.error.message}: {event.row!r}",
+            )
+            return
+        except Exception as exc:
+            self._log(LOG_WARNING, f"{resolved.qualified_name} change skipped ({exc!r})")
+            return
+        self._notify(resolved, event.operation, row)
 
     _HANDLERS: dict[type, Callable[[Engine, Any], None]] = {
         ConnectionOpened: _on_opened,
@@ -962,7 +1138,8 @@ class Engine:
         StorageFailed: _on_storage_failed,
         HooksCompleted: _on_hooks_completed,
         HooksFailed: _on_hooks_failed,
-        OutboundQueueFull: _on_queue_full,
+        FramesWritten: _on_frames_written,
+        BroadcastRequested: _on_broadcast,
         PongReceived: _on_pong,
         TimePassed: _on_time,
         ChangeCommitted: _on_change,
@@ -976,6 +1153,32 @@ def _size_in_bytes(data: str | bytes, limit: int) -> int:
     if isinstance(data, bytes) or len(data) > limit:
         return len(data)
     return len(data.encode("utf-8", "surrogatepass"))
+
+
+def _result_problem(operation: StorageOperation, result: Any) -> str | None:
+    """What is wrong with a storage result for ``operation`` (the shapes documented on
+    the operation classes), or ``None``."""
+    if isinstance(operation, ReadList):
+        if not isinstance(result, ListResult) or not all(isinstance(r, dict) for r in result.rows):
+            return f"{type(result).__name__}, not a ListResult of rows, for a list read"
+        return None
+    if isinstance(operation, Create):
+        if not isinstance(result, list) or len(result) != len(operation.rows):
+            return (
+                f"{type(result).__name__}, not a list of {len(operation.rows)} rows, for a create"
+            )
+        if not all(isinstance(row, dict) for row in result):
+            return "a non-row in the rows of a create"
+        return None
+    if result is not None and not isinstance(result, dict):
+        return f"{type(result).__name__}, not a row or None"
+    if (
+        isinstance(operation, Delete)
+        and result is not None
+        and operation.entity.primary_key.name not in result
+    ):
+        return "a deleted row without its primary key"
+    return None
 
 
 def _copy_data(data: Any) -> Any:

@@ -1,13 +1,19 @@
 """Events: what happened, reported to :meth:`wsspec_core.Engine.handle` by an adapter.
 
-Every event that can carry the time carries ``now``: seconds since the Unix epoch as a
-float, read from the adapter's clock. The engine never reads a clock itself; it uses
-``now`` for response timestamps, request-rate accounting and keepalive timers.
+Every event carries two readings of the adapter's clocks, because the engine never reads
+a clock itself (docs/core.md "Time"):
+
+* ``now``: seconds on a *monotonic* clock (``time.monotonic()``, ``trio.current_time()``,
+  ``loop.time()``). Keepalive, timers and the request rate run on it, so a step of the
+  wall clock (NTP, a suspended laptop) never fires or delays them.
+* ``wall``: seconds since the Unix epoch (``time.time()``), read only for the
+  ``timestamp`` of responses and notifications. ``None`` (the default) means "the same
+  as ``now``", which suits drivers whose one clock is the wall clock, and tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import attrs
@@ -28,6 +34,7 @@ class ConnectionOpened:
     connection_id: ConnectionId
     request: RequestInfo
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -37,6 +44,7 @@ class MessageReceived:
     connection_id: ConnectionId
     data: str | bytes
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -45,6 +53,7 @@ class ConnectionClosed:
 
     connection_id: ConnectionId
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +66,7 @@ class StorageCompleted:
     operation_id: int
     result: Any
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -64,6 +74,7 @@ class StorageFailed:
     operation_id: int
     error: StorageError
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +84,7 @@ class HooksCompleted:
 
     call_id: int
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -83,16 +95,21 @@ class HooksFailed:
     call_id: int
     error: ErrorInfo
     now: float
+    wall: float | None = None
     status: int = 403
 
 
 @attrs.frozen(kw_only=True)
-class OutboundQueueFull:
-    """The adapter could not queue a message for this client: it is not reading.
-    The engine closes the connection (docs/protocol.md "Limits")."""
+class FramesWritten:
+    """``count`` frames of this connection's ``Send`` actions were written to its socket
+    (in order). The engine keeps each connection's backlog (frames asked for and not yet
+    written) from these reports, and decides pause, resume and the slow-consumer close
+    from it; report at least once per batch written."""
 
     connection_id: ConnectionId
+    count: int
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +118,7 @@ class PongReceived:
 
     connection_id: ConnectionId
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -108,12 +126,18 @@ class TimePassed:
     """Call at (or after) :meth:`Engine.next_deadline`; the engine runs due timers."""
 
     now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
 class ChangeCommitted:
     """A write made outside the engine (another process, a batch job) committed; the
-    engine notifies matching subscriptions as if one of its own writes had."""
+    engine notifies matching subscriptions as if one of its own writes had.
+
+    The row is coerced to the entity's column types like written data (``"7"`` on an
+    integer column is 7); columns the entity does not have are dropped. A change naming an
+    unknown entity, or a row that cannot be coerced, is logged (a ``Log`` action) and
+    skipped: it comes from outside and must not stop the engine."""
 
     schema: str | None
     entity: str
@@ -121,6 +145,19 @@ class ChangeCommitted:
     #: The full row after the write; for a delete, the full row as it was.
     row: dict[str, Any]
     now: float
+    wall: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BroadcastRequested:
+    """Send ``frame`` to every open connection, or to those whose connection metadata
+    (the dictionary hooks see) ``predicate`` accepts. A predicate that raises skips
+    that connection (and is logged). Counted against each backlog like any ``Send``."""
+
+    frame: str
+    predicate: Callable[[dict[str, Any]], bool] | None = None
+    now: float
+    wall: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +166,7 @@ class ShutdownRequested:
     with 1001 (going away)."""
 
     now: float
+    wall: float | None = None
 
 
 Event = (
@@ -139,9 +177,10 @@ Event = (
     | StorageFailed
     | HooksCompleted
     | HooksFailed
-    | OutboundQueueFull
+    | FramesWritten
     | PongReceived
     | TimePassed
     | ChangeCommitted
+    | BroadcastRequested
     | ShutdownRequested
 )

@@ -282,3 +282,29 @@ def coerce_record(entity: Entity, data: Any, *, partial: bool) -> Row:
             if column.name not in coerced and not column.nullable and not column.has_default:
                 raise _validation_error(column, f"Column {column.name!r} is required")
     return {c.name: coerced[c.name] for c in entity.columns if c.name in coerced}
+
+
+def coerce_change_row(entity: Entity, row: Any) -> Row:
+    """A full row reported from outside the engine (``ChangeCommitted``), coerced to the
+    entity's column types like written data; raises ``InvalidRequest``.
+
+    Unlike :func:`coerce_record` it keeps the primary key and drops keys that are not
+    columns of the entity (a table may hold columns the application did not register,
+    and a subscriber must never see them).  ``null`` is kept as it is: the database
+    already accepted the row.
+    """
+    if not isinstance(row, dict):
+        raise InvalidRequest("invalid_message", f"a {entity.qualified_name} row must be an object")
+    coerced: dict[str, Any] = {}
+    for column in entity.columns:
+        if column.name not in row:
+            continue
+        value = row[column.name]
+        if value is None:
+            coerced[column.name] = None
+            continue
+        try:
+            coerced[column.name] = coerce_value(column, value)
+        except ValueError as exc:
+            raise _validation_error(column, f"Invalid value for {column.name!r}: {exc}") from None
+    return coerced

@@ -67,7 +67,9 @@ from wsspec_core import (
     Limits,
     MessageReceived,
     Operation,
-    OutboundQueueFull,
+    FramesWritten,
+    Log,
+    BroadcastRequested,
     PauseReading,
     PongReceived,
     RejectConnection,
@@ -304,6 +306,7 @@ class _Runtime:
         self._connection_ended = trio.Event()
         self._ids = itertools.count(1)
         self._pending: collections.deque[Event] = collections.deque()
+        self._sends = 0
         self._feeding = False
         # The worker threads' queues (None stops a thread).  Unbounded on purpose: the engine
         # bounds them. It runs at most max_in_flight reads and one write per connection at a
@@ -330,6 +333,7 @@ class _Runtime:
             PauseReading: self._on_pause,
             ResumeReading: self._on_resume,
             SendPing: self._on_send_ping,
+            Log: self._on_log,
         }
 
     # --- the one place that talks to the engine ------------------------------------------
@@ -379,17 +383,11 @@ class _Runtime:
         if conn is None or conn.closing:
             logger.debug("dropping a send to closed connection %s", action.connection_id)
             return
-        self._queue_frame(conn, encode(action.message))
+        self._sends += 1
+        conn.outbound_send.send_nowait(action.frame)
 
-    def _queue_frame(self, conn: _Connection, frame: str) -> bool:
-        try:
-            conn.outbound_send.send_nowait(frame)
-        except trio.WouldBlock:
-            if not conn.overflowed:
-                conn.overflowed = True
-                self.feed(OutboundQueueFull(connection_id=conn.id, now=time.time()))
-            return False
-        return True
+    def _on_log(self, action: Log) -> None:
+        logger.log(action.level, "%s", action.message)
 
     def _on_run_storage(self, action: RunStorage) -> None:
         if self.app.storage_threads == 0 or self._never_blocks(action.operation):
@@ -415,21 +413,15 @@ class _Runtime:
         conn.closing = True
         conn.close_code = action.code
         conn.may_read.set()
-        if conn.drained is not None:
-            conn.drained.set()
         conn.decided.set()
         sentinel = _Close(action.code, action.reason)
-        try:
-            conn.outbound_send.send_nowait(sentinel)
-        except trio.WouldBlock:
-            # The queue is full: the client is not reading, and the frames queued for it
-            # could not reach it before the close frame anyway. Drop them for the close.
+        if action.discard_queued:
             while True:
                 try:
                     conn.outbound_recv.receive_nowait()
                 except trio.WouldBlock:
                     break
-            conn.outbound_send.send_nowait(sentinel)
+        conn.outbound_send.send_nowait(sentinel)
         self.services.start_soon(self._close_watchdog, conn)
 
     def _on_pause(self, action: PauseReading) -> None:
@@ -616,7 +608,7 @@ class _Runtime:
         if self.path is not None and info.path != self.path:
             await request.reject(404, body=b"not found")
             return
-        send, recv = trio.open_memory_channel[str | _Close](self.app.limits.outbound_queue)
+        send, recv = trio.open_memory_channel[str | _Close](float("inf"))
         conn = _Connection(next(self._ids), request, info, send, recv)
         self.connections[conn.id] = conn
         try:
@@ -663,26 +655,11 @@ class _Runtime:
 
     async def _reader(self, conn: _Connection) -> None:
         assert conn.ws is not None
-        limits = self.app.limits
-        # The engine answers at most max_in_flight + max_queued requests already read (it
-        # pauses reading beyond that), so reading only while the backlog leaves room for
-        # them means a client's own replies never overflow its queue.
-        high_water = max(1, limits.outbound_queue - limits.max_in_flight - limits.max_queued)
         while True:
             if not conn.may_read.is_set():
                 # Not Event.wait() unconditionally: on a set event it still yields to the
                 # scheduler, which made two run-loop rounds per message instead of one.
                 await conn.may_read.wait()
-            if _backlog(conn) >= high_water and not conn.closing:
-                # Transport flow control, not protocol policy: don't read requests faster
-                # than their replies can be written, or a client that pipelines and reads
-                # everything could overflow its queue merely because this writer sends one
-                # frame per scheduling round while replies are produced in bursts.
-                # Notifications caused by others still overflow the queue of a client that
-                # does not read: that is the slow-consumer close (docs/protocol.md "Limits").
-                conn.drained = trio.Event()
-                await conn.drained.wait()
-                continue
             try:
                 data = await conn.ws.get_message()
             except ConnectionClosed:
@@ -692,8 +669,6 @@ class _Runtime:
 
     async def _writer(self, conn: _Connection) -> None:
         assert conn.ws is not None
-        limits = self.app.limits
-        low_water = max(0, limits.outbound_queue - limits.max_in_flight - limits.max_queued) // 2
         recv = conn.outbound_recv
         try:
             async for first in recv:
@@ -711,27 +686,21 @@ class _Runtime:
                         break
                 if frames:
                     await _send_frames(conn.ws, frames)
+                    if not conn.closing:
+                        self.feed(
+                            FramesWritten(connection_id=conn.id, count=len(frames), now=time.time())
+                        )
                 if isinstance(item, _Close):
                     await conn.ws.aclose(item.code, item.reason)
                     break
-                if conn.drained is not None and _backlog(conn) <= low_water:
-                    conn.drained.set()
-                    conn.drained = None
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         conn.cancel_scope.cancel()
 
     def broadcast(self, frame: str, predicate: Callable[[dict[str, Any]], bool] | None) -> int:
-        queued = 0
-        for conn in list(self.connections.values()):
-            if conn.closing or not conn.accepted.is_set():
-                continue
-            metadata = self.engine.connection_metadata(conn.id)
-            if predicate is not None and not predicate(metadata if metadata is not None else {}):
-                continue
-            if self._queue_frame(conn, frame):
-                queued += 1
-        return queued
+        before = self._sends
+        self.feed(BroadcastRequested(frame=frame, predicate=predicate, now=time.time()))
+        return self._sends - before
 
 
 async def _send_frames(ws: WebSocketConnection, frames: list[str]) -> None:

@@ -4,7 +4,9 @@ It plays the adapter: feeds events, records what the engine asks for, and (in ``
 mode) completes storage operations against :class:`wsspec_core.MemoryStorage` and runs
 plain hooks, in FIFO order after the current batch of actions has been carried out, as a
 real adapter's concurrent tasks would. With ``auto=False`` the test completes them itself,
-in any order it likes.
+in any order it likes. Either way, each frame the engine asks it to send counts as written
+(``FramesWritten``) at once, as for a client that reads everything, except on the
+connections in ``not_reading``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class Driver:
         self.storage_pending: deque[ws.RunStorage] = deque()
         self.hooks_pending: deque[ws.RunHooks] = deque()
         self.log: list[ws.Action] = []
+        self.logged: list[ws.Log] = []
+        #: Connections whose client does not read: their frames are never written.
+        self.not_reading: set[Hashable] = set()
         self._busy = False
 
     # --- feeding events ---------------------------------------------------------------
@@ -47,8 +52,14 @@ class Driver:
     def feed(self, event: ws.Event) -> list[ws.Action]:
         actions = self.engine.handle(event)
         self.log.extend(actions)
+        written: dict[Hashable, int] = defaultdict(int)
         for action in actions:
             self._apply(action)
+            if isinstance(action, ws.Send) and action.connection_id not in self.not_reading:
+                written[action.connection_id] += 1
+        for conn, count in written.items():
+            if conn not in self.closed:
+                self.feed(ws.FramesWritten(connection_id=conn, count=count, now=self.now))
         if self.auto and not self._busy:
             self._busy = True
             try:
@@ -61,7 +72,7 @@ class Driver:
         conn = getattr(action, "connection_id", None)
         assert conn not in self.closed, f"action for a closed connection: {action}"
         if isinstance(action, ws.Send):
-            self.sent[action.connection_id].append(orjson.loads(ws.encode(action.message)))
+            self.sent[action.connection_id].append(orjson.loads(action.frame))
         elif isinstance(action, ws.AcceptConnection):
             self.accepted.add(action.connection_id)
         elif isinstance(action, ws.RejectConnection):
@@ -78,6 +89,8 @@ class Driver:
             self.storage_pending.append(action)
         elif isinstance(action, ws.RunHooks):
             self.hooks_pending.append(action)
+        elif isinstance(action, ws.Log):
+            self.logged.append(action)
         else:  # pragma: no cover - a new action type the driver does not know
             raise AssertionError(f"unknown action {action!r}")
 

@@ -691,12 +691,49 @@ def test_message_size_counts_utf8_bytes_not_characters() -> None:
     assert d.closed["a"] == (1009, "message too big")
 
 
-def test_outbound_queue_full_closes_with_1008() -> None:
-    d = make()
-    d.feed(ws.OutboundQueueFull(connection_id="a", now=d.now))
-    assert d.closed["a"][0] == 1008
-    d.send("a", {"type": "ping", "id": 1})  # late frames are ignored, nothing is sent
-    assert d.sent["a"] == []
+def test_a_client_that_does_not_read_is_closed_with_1008_and_its_queue_dropped() -> None:
+    d = make(outbound_queue=160, max_in_flight=8, max_queued=72)
+    d.not_reading.add("b")
+    d.request("b", {"id": "s", "type": "subscription", "operation": "subscribe", "entity": "users"})
+    for n in range(200):  # others' writes: b never reads its notifications
+        create(d, "a", {"name": f"u{n}"}, msg_id=f"c{n}")
+        if "b" in d.closed:
+            break
+    assert d.closed["b"] == (1008, "outbound queue full: client is not reading")
+    close = next(a for a in d.log if isinstance(a, ws.CloseConnection))
+    assert close.discard_queued  # the close frame need not wait behind what b never read
+    sends_to_b = [a for a in d.log if isinstance(a, ws.Send) and a.connection_id == "b"]
+    assert len(sends_to_b) == 161  # the acknowledgement and 160 notifications: one too many
+    d.send("b", {"type": "ping", "id": 1})  # late frames are ignored, nothing is sent
+    assert "a" not in d.closed
+
+
+def test_a_pipelining_client_that_reads_is_never_closed_and_reading_pauses() -> None:
+    d = make(auto=False, outbound_queue=144, max_in_flight=8, max_queued=64)
+    d.not_reading.add("a")  # a reads nothing until the test says so
+    for n in range(72):
+        d.send("a", {"type": "ping", "id": n})
+    assert "a" in d.paused  # 72 pongs unwritten: the backlog's high-water mark
+    assert "a" not in d.closed
+    d.feed(ws.FramesWritten(connection_id="a", count=30, now=d.now))
+    assert "a" in d.paused  # 42 left: above half the mark
+    d.feed(ws.FramesWritten(connection_id="a", count=10, now=d.now))
+    assert "a" not in d.paused  # 32 left
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"outbound_queue": 16},
+        {"outbound_queue": 143, "max_in_flight": 8, "max_queued": 64},
+        {"outbound_queue": 100, "max_in_flight": 1, "max_queued": 50},
+    ],
+)
+def test_limits_refuse_an_outbound_queue_that_would_close_pipelining_clients(
+    limits: dict[str, int],
+) -> None:
+    with pytest.raises(ValueError, match=r"outbound_queue .* must be at least 2 \* "):
+        ws.Limits(**limits)
 
 
 def test_keepalive_pings_then_closes_dead_peer() -> None:

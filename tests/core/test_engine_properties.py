@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     rule,
 )
 from test_engine import POSTS, USERS
-from wsspec import strategies as wst
+from wsspec.testing import strategies as wst
 
 import wsspec_core as ws
 
@@ -185,7 +185,7 @@ class EngineMachine(RuleBasedStateMachine):
                 continue
             target = action.connection_id
             assert isinstance(target, int)
-            message = action.message
+            message = ws.decode_outbound(action.frame)
             if isinstance(message, ws.Notification):
                 data = message.data
                 self.notified.append(
