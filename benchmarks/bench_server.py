@@ -46,7 +46,7 @@ WARM_UP = 1000
 def serve_wsspec(db_path: str, storage_threads: int) -> None:
     from wsspec import App, serve
     from wsspec.demo import make_models
-    from wsspec.peewee_storage import PeeweeStorage
+    from wsspec.storage.peewee import PeeweeStorage
 
     storage = PeeweeStorage.from_url(f"sqlite:///{db_path}")
     user, post = make_models(storage.database)

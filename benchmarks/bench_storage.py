@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import peewee
-from wsspec.peewee_storage import PeeweeStorage
+from wsspec.storage.peewee import PeeweeStorage
 
 from wsspec_core import (
     NO_FILTERS,
@@ -119,9 +119,11 @@ def main() -> None:
     )
     storage.execute(by_id[0])
     storage.execute(listing)
-    one_sql = next(c for k, c in storage._sql.items() if k[0] == "one")
-    list_sql = next(c for k, c in storage._sql.items() if k[0] == "list")
-    count_sql = next(c for k, c in storage._sql.items() if k[0] == "count")
+    # The statements the adapter runs, from its SQL compiler (the same cached objects).
+    one_sql, _ = storage._compiler.read_one(by_id[0])
+    list_sql, _ = storage._compiler.read_list(listing)
+    count_sql = list_sql.count
+    assert count_sql is not None
 
     raw = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     names = one_sql.names

@@ -12,7 +12,7 @@ import argparse
 import peewee
 
 from ._server_command import add_server_arguments, configure_logging, run_app
-from .peewee_storage import PeeweeStorage
+from .storage.peewee import PeeweeStorage
 from .server import App
 
 HELP = "serve the Go README's example models (public.users, public.posts)"

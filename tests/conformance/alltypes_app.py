@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import peewee
-from wsspec.peewee_storage import PeeweeStorage
+from wsspec.storage.peewee import PeeweeStorage
 from wsspec.server import App
 
 

@@ -18,7 +18,7 @@ import trio
 import trio_websocket
 from wsspec import App, Limits, serve
 from wsspec.demo import make_models
-from wsspec.peewee_storage import PeeweeStorage
+from wsspec.storage.peewee import PeeweeStorage
 
 from wsspec_core import EntityRegistry, MemoryStorage
 

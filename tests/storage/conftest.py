@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee
 import pytest
-from wsspec.peewee_storage import PeeweeStorage
+from wsspec.storage.peewee import PeeweeStorage
 
 DSN_VARIABLE = "WSSPEC_TEST_POSTGRES_DSN"
 

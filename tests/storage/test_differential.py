@@ -18,7 +18,7 @@ import hypothesis.strategies as st
 import peewee
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
-from wsspec.peewee_storage import PeeweeStorage
+from wsspec.storage.peewee import PeeweeStorage
 
 from wsspec_core import (
     NO_FILTERS,

@@ -107,7 +107,7 @@ def test_entities_describe_models(backend: Backend) -> None:
 
 
 def test_relations_only_between_registered_models(backend: Backend) -> None:
-    from wsspec.peewee_storage import PeeweeStorage
+    from wsspec.storage.peewee import PeeweeStorage
 
     storage = PeeweeStorage(backend.db)
     posts = storage.register("posts", backend.models["posts"])
@@ -561,7 +561,7 @@ def test_values_are_bound_never_interpolated(backend: Backend) -> None:
         filters=(filt("name", "eq", evil), filt("name", "like", evil + "%", "or")),
     )
     assert ids(result) == [created["id"]]
-    for compiled in backend.storage._sql.values():
+    for compiled in backend.storage._compiler.statements():
         assert "DROP" not in compiled.sql
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import peewee
 import pytest
-from wsspec.peewee_storage import PeeweeStorage
+from wsspec.storage.peewee import PeeweeStorage
 
 from wsspec_core import (
     NO_FILTERS,

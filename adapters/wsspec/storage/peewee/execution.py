@@ -1,0 +1,293 @@
+"""PeeweeStorage: registers models and runs the compiled statements.
+
+Threads: reads run concurrently from several threads, each on its own connection
+(:mod:`.connections`); writes are serialised by a lock and each runs in one transaction.
+A read that fails because its previously working PostgreSQL connection died is retried
+once on a fresh connection; writes are never retried, since they may have committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import peewee
+
+import wsspec_core as core
+from wsspec_core import (
+    Create,
+    Delete,
+    Entity,
+    ListResult,
+    Preload,
+    ReadList,
+    ReadOne,
+    RelationKind,
+    Row,
+    StorageErrorKind,
+    StorageFailure,
+    Update,
+)
+
+from . import errors, introspection
+from .compiler import Compiled, SqlCompiler, fetch_columns
+from .connections import ThreadConnections, database_from_url
+from .dialect import dialect_for
+from .introspection import Target
+
+#: Keys per ``IN (...)`` list when preloading; stays far below both databases' parameter
+#: limits (SQLite 32766, PostgreSQL 65535) whatever the nesting.
+PRELOAD_CHUNK = 5000
+
+
+class PeeweeStorage:
+    """A wsspec storage backend over a Peewee ``SqliteDatabase`` or ``PostgresqlDatabase``
+    (pooled or not).
+
+    Register models with :meth:`register`, hand :meth:`entities` to the engine, and let the
+    driver call :meth:`execute` from worker threads. See docs/storage.md.
+    """
+
+    def __init__(self, database: peewee.Database) -> None:
+        dialect = dialect_for(database)
+        if dialect.local and sqlite3.sqlite_version_info < (3, 35, 0):
+            raise RuntimeError("PeeweeStorage needs SQLite 3.35 or later (RETURNING)")
+        self.database = database
+        self._dialect = dialect
+        self._postgres = not dialect.local
+        self._models: dict[str, type[peewee.Model]] = {}
+        self._entities: dict[str, Entity] = {}
+        self._targets: dict[str, Target] = {}
+        self._compiler = SqlCompiler(dialect, self._targets)
+        self._connections = ThreadConnections(database, dialect)
+        self._write_lock = threading.Lock()
+
+    # --- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str) -> PeeweeStorage:
+        """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+        ``postgresql://user[:password]@host[:port]/dbname`` (a pool of connections; query
+        arguments such as ``?max_connections=30`` configure it). ``ValueError`` for other
+        schemes. See :func:`.connections.database_from_url`."""
+        return cls(database_from_url(url))
+
+    def register(self, name: str, model: type[peewee.Model]) -> Entity:
+        """Expose ``model`` as ``"schema.entity"`` or ``"entity"``.
+
+        The name is independent of the SQL table, which is the model's own (with its
+        ``Meta.schema``). Relations are built between registered models only and are
+        refreshed on every registration, so :meth:`entities` always sees them all; the
+        returned Entity holds the relations to models registered so far.
+        """
+        if name in self._models:
+            raise ValueError(f"{name!r} is already registered")
+        introspection.check(name, model)  # validate before mutating anything
+        self._models[name] = model
+        self._targets[name] = introspection.target(model, self._dialect)
+        self._entities = introspection.entities(self._models)
+        return self._entities[name]
+
+    def register_all(self, models: Iterable[tuple[str, type[peewee.Model]]]) -> list[Entity]:
+        for name, model in models:
+            self.register(name, model)
+        return self.entities()
+
+    def entities(self) -> list[Entity]:
+        return list(self._entities.values())
+
+    def close(self) -> None:
+        """Release the calling thread's connection (each thread holds its own): back to
+        the pool on a pooled database, closed otherwise."""
+        self._connections.close()
+
+    # --- execute -------------------------------------------------------------------------
+
+    def never_blocks(self, operation: core.StorageOperation) -> bool:
+        """Whether ``operation`` is a read of one row by key, without preloads, on SQLite.
+
+        SQLite answers it in microseconds from a local file, and in WAL mode a reader never
+        waits for a writer, so a server may run it on its event loop rather than pay a
+        worker-thread round trip that costs several times more (docs/server.md "How it
+        runs"). Everything else, and every PostgreSQL query (a network round trip), may
+        block and belongs in a worker thread.
+        """
+        return not self._postgres and type(operation) is ReadOne and not operation.selection.preload
+
+    def execute(self, operation: core.StorageOperation) -> Any:
+        """Run one storage operation; its docstring in wsspec_core says what it returns.
+
+        Raises :class:`wsspec_core.StorageFailure` for every database failure.
+        """
+        kind = type(operation)
+        try:
+            if kind is ReadOne or kind is ReadList:
+                reused = self._connections.is_open()
+                try:
+                    if kind is ReadOne:
+                        return self._read_one(operation)  # type: ignore[arg-type]
+                    return self._read_list(operation)  # type: ignore[arg-type]
+                except Exception as exc:
+                    if not (reused and self._lost_connection(exc, operation.entity)):
+                        raise
+                # A read is safe to repeat: once, on a fresh connection (the server
+                # restarted, or dropped an idle connection). Writes are never retried.
+                self._connections.drop()
+                if kind is ReadOne:
+                    return self._read_one(operation)  # type: ignore[arg-type]
+                return self._read_list(operation)  # type: ignore[arg-type]
+            if kind is Create or kind is Update or kind is Delete:
+                with self._write_lock:
+                    return self._write(operation)  # type: ignore[arg-type]
+            raise TypeError(f"unknown storage operation {kind.__name__}")
+        except StorageFailure:
+            raise
+        except Exception as exc:
+            raise self._failure(exc, operation.entity) from None
+
+    def _connection(self) -> Any:
+        """The calling thread's DB-API connection (tests wrap it to count statements)."""
+        return self._connections.get()
+
+    # --- failures ------------------------------------------------------------------------
+
+    def _failure(self, exc: BaseException, entity: Entity) -> StorageFailure:
+        error = errors.classify(exc, entity)
+        if error.kind is StorageErrorKind.UNAVAILABLE or self._connections.broken():
+            self._connections.drop()
+        return StorageFailure(error)
+
+    def _lost_connection(self, exc: BaseException, entity: Entity) -> bool:
+        """Whether ``exc`` means an open PostgreSQL connection died under us."""
+        if not self._postgres:
+            return False
+        kind = errors.classify(exc, entity).kind
+        return kind is StorageErrorKind.UNAVAILABLE or self._connections.broken()
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def _read_one(self, op: ReadOne) -> Row | None:
+        compiled, params = self._compiler.read_one(op)
+        found = self._connection().execute(compiled.sql, params).fetchone()
+        if found is None:
+            return None
+        row = compiled.row(found)
+        selection = op.selection
+        if selection.preload:
+            self._preload([row], op.entity, selection.preload)
+            _strip([row], selection.columns, selection.preload)
+        return row
+
+    def _read_list(self, op: ReadList) -> ListResult:
+        compiled, params = self._compiler.read_list(op)
+        conn = self._connection()
+        rows = [compiled.row(r) for r in conn.execute(compiled.sql, params).fetchall()]
+        if op.offset == 0 and len(rows) < op.limit:
+            # The page holds every matching row, so it is the total: no COUNT needed.
+            total = len(rows)
+        else:
+            # A separate statement: under concurrent writes it may see a later state.
+            counted = compiled.count
+            assert counted is not None
+            total = conn.execute(counted.sql, params[:-2]).fetchone()[0]
+        selection = op.selection
+        if selection.preload and rows:
+            self._preload(rows, op.entity, selection.preload)
+            _strip(rows, selection.columns, selection.preload)
+        return ListResult(rows=rows, total=total)
+
+    def _preload(self, rows: list[Row], entity: Entity, preloads: Sequence[Preload]) -> None:
+        """Fill each preload's relation on ``rows``: one query per relation and level
+        (chunked only beyond PRELOAD_CHUNK parent keys), never one per row."""
+        for preload in preloads:
+            relation = entity.relations_by_name[preload.relation]
+            child_entity = self._entities.get(relation.target, preload.target)
+            child = self._targets[relation.target]
+            columns = (
+                list(preload.columns)
+                if preload.columns is not None
+                else [c.name for c in child_entity.columns]
+            )
+            fetch = fetch_columns(child_entity, columns, preload.children)
+            if relation.remote_column not in fetch:
+                fetch.append(relation.remote_column)
+            keys = list(
+                dict.fromkeys(
+                    r[relation.local_column] for r in rows if r[relation.local_column] is not None
+                )
+            )
+            found: list[Row] = []
+            many = relation.kind is RelationKind.HAS_MANY
+            conv = child.to_db[relation.remote_column]
+            for start in range(0, len(keys), PRELOAD_CHUNK):
+                chunk = keys[start : start + PRELOAD_CHUNK]
+                compiled: Compiled = self._compiler.preload(
+                    child_entity, fetch, relation.remote_column, len(chunk), many
+                )
+                params = chunk if conv is None else [conv(k) for k in chunk]
+                cursor = self._connection().execute(compiled.sql, params)
+                found.extend(compiled.row(r) for r in cursor.fetchall())
+            if preload.children and found:
+                self._preload(found, child_entity, preload.children)
+            if many:
+                groups: dict[Any, list[Row]] = {}
+                for r in found:
+                    groups.setdefault(r[relation.remote_column], []).append(r)
+                for row in rows:
+                    row[preload.relation] = groups.get(row[relation.local_column], [])
+            else:
+                by_key = {r[relation.remote_column]: r for r in found}
+                for row in rows:
+                    row[preload.relation] = by_key.get(row[relation.local_column])
+            if found:
+                _strip(found, columns, preload.children)
+
+    # --- writes --------------------------------------------------------------------------
+
+    def _write(self, op: Create | Update | Delete) -> Any:
+        self._connection()
+        with self._dialect.transaction(self.database):
+            if isinstance(op, Create):
+                return [self._insert(op.entity, row) for row in op.rows]
+            if isinstance(op, Update):
+                return self._update(op)
+            return self._delete(op)
+
+    def _insert(self, entity: Entity, row: Row) -> Row:
+        defaults = self._targets[entity.qualified_name].defaults
+        values = dict(row)
+        for column, default in defaults.items():
+            if column not in values:
+                values[column] = default() if callable(default) else default
+        compiled, params = self._compiler.insert(entity, values)
+        return compiled.row(self._connection().execute(compiled.sql, params).fetchone())
+
+    def _update(self, op: Update) -> Row | None:
+        if not op.changes:
+            columns = tuple(c.name for c in op.entity.columns)
+            return self._read_one(
+                ReadOne(
+                    entity=op.entity,
+                    key=op.key,
+                    filters=op.filters,
+                    selection=core.Selection(columns=columns),
+                )
+            )
+        compiled, params = self._compiler.update(op)
+        stored = self._connection().execute(compiled.sql, params).fetchone()
+        return None if stored is None else compiled.row(stored)
+
+    def _delete(self, op: Delete) -> Row | None:
+        compiled, params = self._compiler.delete(op)
+        stored = self._connection().execute(compiled.sql, params).fetchone()
+        return None if stored is None else compiled.row(stored)
+
+
+def _strip(rows: list[Row], columns: Sequence[str], preloads: Sequence[Preload]) -> None:
+    """Drop the join columns fetched only for preloading."""
+    keep = set(columns) | {p.relation for p in preloads}
+    for row in rows:
+        for name in [n for n in row if n not in keep]:
+            del row[name]
