@@ -12,8 +12,8 @@ import argparse
 import peewee
 
 from ._server_command import add_server_arguments, configure_logging, run_app
-from .storage.peewee import PeeweeStorage
 from .server import App
+from .storage.peewee import PeeweeStorage
 
 HELP = "serve the Go README's example models (public.users, public.posts)"
 DEFAULT_DB = "sqlite:///wsspec-demo.db"

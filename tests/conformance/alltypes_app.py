@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import peewee
-from wsspec.storage.peewee import PeeweeStorage
 from wsspec.server import App
+from wsspec.storage.peewee import PeeweeStorage
 
 
 def build_app(db_url: str | None = None) -> App:

@@ -155,9 +155,7 @@ class SqlCompiler:
                 f"SELECT {', '.join(map(quote, names))} FROM {target.table} "
                 f"WHERE {' AND '.join(where)}"
             )
-            compiled = self._remember(
-                key, Compiled(sql, names, [target.to_py[n] for n in names])
-            )
+            compiled = self._remember(key, Compiled(sql, names, [target.to_py[n] for n in names]))
         params.insert(0, op.key if key_to_db is None else key_to_db(op.key))
         return compiled, params
 
@@ -228,9 +226,7 @@ class SqlCompiler:
             )
             if many:
                 sql += f" ORDER BY {quote(entity.primary_key.name)}"
-            compiled = self._remember(
-                key, Compiled(sql, fetch, [target.to_py[n] for n in fetch])
-            )
+            compiled = self._remember(key, Compiled(sql, fetch, [target.to_py[n] for n in fetch]))
         return compiled
 
     # --- writes --------------------------------------------------------------------------

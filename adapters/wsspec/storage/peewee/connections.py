@@ -100,6 +100,8 @@ class ThreadConnections:
 
     def __init__(self, database: peewee.Database, dialect: Dialect) -> None:
         self.database = database
+        #: The same object, untyped: Peewee's stubs leave ``connection()`` unannotated.
+        self._db: Any = database
         self._dialect = dialect
         self._pooled = isinstance(database, PooledDatabase)
         self._check_broken = type(dialect).is_broken is not Dialect.is_broken
@@ -108,7 +110,7 @@ class ThreadConnections:
 
     def get(self) -> Any:
         """The calling thread's connection, opened (or taken from the pool) if needed."""
-        db = self.database
+        db = self._db
         if db.is_closed():
             db.connect()
         conn = db.connection()
@@ -129,18 +131,18 @@ class ThreadConnections:
         """Whether the calling thread's connection is known to be unusable."""
         if not self._check_broken or self.database.is_closed():
             return False
-        return self._dialect.is_broken(self.database.connection())
+        return self._dialect.is_broken(self._db.connection())
 
     def drop(self) -> None:
         """Close the calling thread's connection without returning it to a pool, so that
         the next :meth:`get` opens a fresh one. Never raises."""
         self._local.conn = None
-        db = self.database
+        db = self._db
         if db.is_closed():
             return
         with contextlib.suppress(Exception):
             if self._pooled:
-                db.manual_close()  # type: ignore[attr-defined]
+                db.manual_close()
             else:
                 db.close()
         if not db.is_closed() and not self._pooled:
