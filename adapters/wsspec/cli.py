@@ -14,7 +14,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("wsspec.demo", "serve the example users/posts models of the Go README"),
     "serve": ("wsspec._server_command", "serve your own app (MODULE:ATTR)"),
-    "fuzz": ("wsspec.fuzz", "check a running server's protocol conformance (docs/fuzzing.md)"),
+    "fuzz": ("wsspec.testing.fuzz.command", "check a running server's protocol conformance"),
 }
 
 

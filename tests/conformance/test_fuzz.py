@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wsspec import fuzz
+from wsspec.testing.fuzz import command as fuzz
 
 from ._entities import EVERYTHING
 from .engine_server import EngineServer

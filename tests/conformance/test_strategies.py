@@ -13,7 +13,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsspec import strategies as wst
+from wsspec.testing import strategies as wst
 
 from wsspec_core import (
     DecodeError,

@@ -1,20 +1,9 @@
-"""``wsspec fuzz URL``: property-based conformance checks against a running server.
+"""The ``wsspec fuzz`` subcommand: its options, and running the fuzzer with them.
 
-Theory of operation.  The fuzzer is an ordinary WebSocketSpec client (two connections:
-``main`` for requests and writes, ``sub`` for subscriptions).  It discovers the server's
-entities with ``meta``, turns each into a :class:`wsspec_core.Entity`, and runs a set of
-properties, each as a Hypothesis test driven programmatically (``@given`` with explicit
-settings and seed).  An example draws its inputs (records, filters, writes, frames), talks
-to the server, and compares what came back with what docs/protocol.md prescribes; the
-expected answer of a filter is computed by the core's matcher (``wsspec_core.matches``),
-which is this project's executable definition of the filter semantics.
-
-On a failure Hypothesis shrinks the example; the fuzzer prints the minimal one as the exact
-frames exchanged and exits with status 1.  The fuzzer only updates and deletes records it
-created, and deletes every record it created before it exits (parents last).
-
-Exit status: 0 all properties held; 1 a property failed; 2 the server could not be fuzzed
-(unreachable, discovery failed, no usable entity, every example rejected).
+The theory of operation is in :mod:`wsspec.testing.fuzz`.  This module is imported to
+build ``wsspec --help``, so its top-level imports are light: Hypothesis and ``websockets``
+(the ``testing`` extra) are imported only when the fuzzer runs, and their absence is a
+one-line message and exit status 2, not a traceback.
 """
 
 from __future__ import annotations
@@ -24,33 +13,12 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-import attrs
+from .config import PROPERTIES, FuzzConfig
 
 __all__ = ["PROPERTIES", "FuzzConfig", "add_arguments", "main", "run"]
 
-#: Property name -> what it checks (the summary prints these).
-PROPERTIES: dict[str, str] = {
-    "responses": "every request gets exactly one response carrying its id (pipelined)",
-    "malformed": "malformed input gets the prescribed error and the connection stays usable",
-    "roundtrip": "a record read after create/update equals what was stored; "
-    "missing records are not_found",
-    "filtered-read": "a filtered read returns exactly the records the filters match",
-    "subscription": "a filtered subscription is notified of exactly the matching writes, "
-    "and of none after unsubscribe",
-}
-
-
-@attrs.frozen(kw_only=True)
-class FuzzConfig:
-    url: str
-    entities: tuple[str, ...] = ()
-    properties: tuple[str, ...] = tuple(PROPERTIES)
-    max_examples: int = 25
-    max_seconds: float = 60.0
-    seed: int | None = None
-    timeout: float = 5.0
-    grace: float = 0.05
-
+#: The top-level modules the fuzzer needs to run (the ``testing`` extra).
+TESTING_EXTRA_MODULES = ("hypothesis", "websockets")
 
 # --- command line -------------------------------------------------------------------
 
@@ -117,8 +85,17 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         timeout=args.timeout,
         grace=args.grace,
     )
-    from ._fuzz_runner import Fuzzer  # Hypothesis and websockets: only when fuzzing
-
+    try:
+        from .runner import Fuzzer  # Hypothesis and websockets: only when fuzzing
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in TESTING_EXTRA_MODULES:
+            raise
+        print(
+            f"wsspec fuzz needs {missing}, which is not installed: pip install 'wsspec[testing]'",
+            file=sys.stderr,
+        )
+        return 2
     return Fuzzer(config, out).run()
 
 

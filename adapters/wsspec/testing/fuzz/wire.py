@@ -18,44 +18,14 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-__all__ = ["Connection", "PropertyFailure", "Transcript", "WireError", "dump"]
+from .report import PropertyFailure, Transcript
+
+__all__ = ["Connection", "WireError", "control_id", "dump"]
 
 
 def dump(obj: Any) -> str:
     """Compact JSON, as the fuzzer writes frames and prints them."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-class Transcript:
-    """Every frame exchanged during one example, in order."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def frame(self, label: str, direction: str, frame: str | bytes) -> None:
-        text = frame if isinstance(frame, str) else f"<binary frame> {frame!r}"
-        self.lines.append(f"{label:>4} {direction} {text}")
-
-    def note(self, text: str) -> None:
-        self.lines.append(f"     -- {text}")
-
-    def render(self, indent: str = "  ", limit: int = 400) -> str:
-        lines = self.lines
-        if len(lines) > limit:
-            skipped = len(lines) - limit
-            lines = [*lines[: limit // 2], f"     ... {skipped} lines ...", *lines[-limit // 2 :]]
-        return "\n".join(indent + line for line in lines)
-
-
-class PropertyFailure(AssertionError):
-    """The server broke a property. ``transcript`` and ``example`` are filled in by the
-    runner: the frames of the failing example and a description of what was drawn."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.transcript: Transcript | None = None
-        self.example: list[str] = []
 
 
 class WireError(Exception):
