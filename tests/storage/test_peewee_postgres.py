@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import peewee
+import psycopg
 import pytest
+from playhouse.pool import PooledPostgresqlDatabase
 from wsspec.storage.peewee import PeeweeStorage
 
 from wsspec_core import (
@@ -29,11 +33,12 @@ from .conftest import Schema, make_models, postgres_database, postgres_dsn
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def pg() -> Iterator[tuple[PeeweeStorage, Any]]:
+@contextlib.contextmanager
+def pg_storage(query: str = "") -> Iterator[tuple[PeeweeStorage, Any]]:
+    """A storage from ``from_url`` (pooled) with users in a schema of its own."""
     dsn = postgres_dsn()
     postgres_database(dsn).close()  # skip when unreachable
-    storage = PeeweeStorage.from_url(dsn)
+    storage = PeeweeStorage.from_url(dsn + query)
     schema = Schema(storage.database)
     models = make_models(storage.database, schema.name)
     storage.database.create_tables(list(models.values()))
@@ -44,7 +49,13 @@ def pg() -> Iterator[tuple[PeeweeStorage, Any]]:
         storage.database.close()
         storage.database.connect()
         schema.drop()
-        storage.database.close()
+        storage.database.close_all()
+
+
+@pytest.fixture
+def pg() -> Iterator[tuple[PeeweeStorage, Any]]:
+    with pg_storage() as made:
+        yield made
 
 
 def test_bad_port_is_unavailable_and_retried() -> None:
@@ -117,3 +128,53 @@ def test_write_on_a_killed_connection_fails_cleanly_then_reconnects(
     assert caught.value.error.message == "database unavailable"
     created = storage.execute(Create(entity=users, rows=({"name": "c"},)))
     assert created[0]["name"] == "c"
+
+
+def test_connections_come_from_a_psycopg3_pool(pg: tuple[PeeweeStorage, Any]) -> None:
+    storage, users = pg
+    assert isinstance(storage.database, PooledPostgresqlDatabase)
+    row = storage.execute(Create(entity=users, rows=({"name": "a"},)))[0]
+    op = ReadOne(
+        entity=users, key=row["id"], filters=NO_FILTERS, selection=Selection(columns=("name",))
+    )
+    storage.close()  # the main thread's connection goes back to the pool
+    pids: list[int] = []
+
+    def worker() -> None:
+        assert storage.execute(op) == {"name": "a"}
+        conn = storage._connection()
+        assert isinstance(conn, psycopg.Connection)
+        pids.append(conn.info.backend_pid)
+        storage.close()
+
+    for _ in range(3):  # one after another: each takes the connection the last gave back
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(timeout=30)
+    assert len(pids) == 3 and len(set(pids)) == 1
+
+
+def test_a_full_pool_is_unavailable_until_a_connection_is_released() -> None:
+    with pg_storage("?max_connections=1&timeout=1") as (storage, users):
+        op = ReadOne(entity=users, key=1, filters=NO_FILTERS, selection=Selection(columns=("id",)))
+        assert storage.execute(op) is None  # the main thread holds the only connection
+        outcome: list[Any] = []
+
+        def worker() -> None:
+            try:
+                outcome.append(storage.execute(op))
+            except StorageFailure as exc:
+                outcome.append(exc.error)
+            finally:
+                storage.close()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(timeout=30)
+        assert outcome[0].kind is StorageErrorKind.UNAVAILABLE
+        assert outcome[0].message == "database unavailable"
+        storage.close()
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(timeout=30)
+        assert outcome[1] is None
