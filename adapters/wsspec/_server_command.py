@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from .server import App, serve
+from . import App, serve
 
 HELP = "serve your own app: MODULE:ATTR names an App, or a callable taking the --db URL"
 

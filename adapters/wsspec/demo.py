@@ -11,8 +11,8 @@ import argparse
 
 import peewee
 
+from . import App
 from ._server_command import add_server_arguments, configure_logging, run_app
-from .server import App
 from .storage.peewee import PeeweeStorage
 
 HELP = "serve the Go README's example models (public.users, public.posts)"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import peewee
-from wsspec.server import App
+from wsspec import App
 from wsspec.storage.peewee import PeeweeStorage
 
 

@@ -98,9 +98,10 @@ class EngineServer:
         if isinstance(action, ws.Send):
             sock = self._sockets.get(action.connection_id)
             if sock is not None:
-                message = self._break_outbound(action.connection_id, action.message)
+                frame = self._break_outbound(action.connection_id, action.frame)
                 with contextlib.suppress(ConnectionClosed):
-                    sock.send(ws.encode(message))
+                    sock.send(frame)
+                return ws.FramesWritten(connection_id=action.connection_id, count=1, now=now)
         elif isinstance(action, ws.RunStorage):
             try:
                 result = self.storage.execute(action.operation)
@@ -138,15 +139,20 @@ class EngineServer:
             self._deletes[(cid, message.id)] = message.record_id
         return frame
 
-    def _break_outbound(self, cid: int, message: ws.OutboundMessage) -> ws.OutboundMessage:
+    def _break_outbound(self, cid: int, frame: str) -> str:
+        if not self._deletes:
+            return frame
+        message = ws.decode_outbound(frame)
         if not isinstance(message, ws.Response) or (cid, message.id) not in self._deletes:
-            return message
+            return frame
         record_id = self._deletes.pop((cid, message.id))
         if message.error is not None and message.error.code == "not_found":
-            return ws.Response(
-                id=message.id,
-                success=True,
-                timestamp=message.timestamp,
-                data={"deleted": True, "id": record_id},
+            return ws.encode(
+                ws.Response(
+                    id=message.id,
+                    success=True,
+                    timestamp=message.timestamp,
+                    data={"deleted": True, "id": record_id},
+                )
             )
-        return message
+        return frame

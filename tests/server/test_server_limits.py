@@ -31,7 +31,7 @@ async def test_client_that_never_reads_is_closed_while_others_are_served(
 ) -> None:
     """A subscriber that stops reading: notifications fill its socket buffers, then its
     outbound queue, and it is closed with 1008; the writer and others never wait for it."""
-    app = demo_app(tmp_path, outbound_queue=4)
+    app = demo_app(tmp_path, outbound_queue=4, max_in_flight=1, max_queued=1)
     with trio.fail_after(TIMEOUT):
         # The slow client's library buffers one message, then stops reading the socket.
         async with (
@@ -65,7 +65,7 @@ async def test_pipelining_client_is_not_mistaken_for_a_slow_consumer(tmp_path: P
     """A client that fires requests as fast as it can and reads every reply (the README's
     JS client) is never closed as a slow consumer, even with a tiny outbound queue: the
     server stops reading its requests while their replies wait to be written."""
-    app = memory_app(tmp_path, outbound_queue=12, max_in_flight=4, max_queued=4)
+    app = memory_app(tmp_path, outbound_queue=16, max_in_flight=4, max_queued=4)
     count = 3000
     with trio.fail_after(TIMEOUT):
         async with serving(app) as url, client(url) as c:

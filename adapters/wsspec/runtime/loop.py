@@ -1,0 +1,54 @@
+"""The one thing anyio does not offer: handing a callback to the event loop from another
+thread without waiting for it to run.
+
+``anyio.from_thread.run_sync`` blocks the calling thread until the loop has run the
+function; a storage worker that waited like that would serve one batch per loop round
+trip. trio's ``TrioToken.run_sync_soon`` and asyncio's ``loop.call_soon_threadsafe`` both
+queue the call and return at once, and both run queued calls in FIFO order, which the
+write lane relies on (completions reported in commit order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sniffio
+
+#: ``schedule(function, argument)``: run ``function(argument)`` on the loop thread soon.
+#: Raises ``LoopClosed`` once the loop has finished.
+Schedule = Callable[[Callable[[Any], None], Any], None]
+
+
+class LoopClosed(Exception):
+    """The event loop the callback was meant for has finished."""
+
+
+def current_scheduler() -> Schedule:
+    """The thread-safe scheduler of the running event loop (trio or asyncio)."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+
+        def schedule_trio(function: Callable[[Any], None], argument: Any) -> None:
+            try:
+                token.run_sync_soon(function, argument)
+            except trio.RunFinishedError:
+                raise LoopClosed from None
+
+        return schedule_trio
+    if library == "asyncio":
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+
+        def schedule_asyncio(function: Callable[[Any], None], argument: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(function, argument)
+            except RuntimeError:  # "Event loop is closed"
+                raise LoopClosed from None
+
+        return schedule_asyncio
+    raise RuntimeError(f"wsspec runs on trio or asyncio, not {library}")

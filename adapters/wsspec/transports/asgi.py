@@ -1,0 +1,179 @@
+"""The ASGI transport: a wsspec :class:`~wsspec.App` as an ASGI 3 application.
+
+It runs under uvicorn (asyncio) and hypercorn (asyncio or trio workers), and mounts at a
+route of a Starlette or FastAPI application. It moves messages and nothing else: each
+WebSocket handshake becomes an :class:`ASGIWebSocket` that the runtime runs.
+
+The runtime lives as long as the server: the ASGI ``lifespan`` starts it and shuts it down
+gracefully. Mounted inside another application, the host's lifespan must enter
+:meth:`App.running` instead (Starlette does not pass lifespan events to mounted apps);
+a handshake that arrives while no runtime runs is refused with 503 and logged.
+
+Flow control: ``await send(...)`` returns once the server took the frame, and both servers
+hold a slow client's ``send`` while their socket buffer is full, so frames the client does
+not read pile up in the runtime's queue, which the engine bounds (close 1008), exactly as
+on trio-websocket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from wsspec_core import RequestInfo
+
+from ..runtime import TransportClosed
+
+if TYPE_CHECKING:
+    from ..runtime import App
+
+logger = logging.getLogger("wsspec.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: Close code for a refusal where the server cannot answer the handshake with an HTTP
+#: status: the server turns a close before accept into HTTP 403 anyway.
+_CLOSE_POLICY_VIOLATION = 1008
+
+
+class ASGIWebSocket:
+    """One ASGI WebSocket connection, as the runtime's ``Transport``."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._peer_close: int | None = None
+
+    async def _emit(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except Exception:
+            # Servers raise their own types once the client is gone (uvicorn's
+            # ClientDisconnected, an OSError; RuntimeError after a close): all mean gone.
+            raise TransportClosed from None
+
+    async def accept(self) -> None:
+        await self._emit({"type": "websocket.accept"})
+
+    async def reject(self, status: int, reason: str) -> None:
+        try:
+            if "websocket.http.response" in self._scope.get("extensions", {}):
+                await self._send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                    }
+                )
+                await self._send({"type": "websocket.http.response.body", "body": reason.encode()})
+            else:
+                await self._send({"type": "websocket.close", "code": _CLOSE_POLICY_VIOLATION})
+        except Exception:
+            pass  # the client is gone already
+
+    async def receive(self) -> str | bytes | None:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        if kind == "websocket.disconnect":
+            self._peer_close = message.get("code", 1005)
+            return None
+        return await self.receive()  # nothing else is defined after the connect
+
+    async def send(self, frames: Sequence[str]) -> None:
+        for frame in frames:
+            await self._emit({"type": "websocket.send", "text": frame})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._emit({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def ping(self) -> None:
+        # ASGI has no ping: the server keeps WebSockets alive by itself (uvicorn's
+        # ws_ping_interval, hypercorn's websocket_ping_interval), so answer at once.
+        return
+
+    def closed_by_peer(self) -> str:
+        return "dropped" if self._peer_close is None else f"code {self._peer_close}"
+
+
+def request_info(scope: Scope) -> RequestInfo:
+    client = scope.get("client")
+    return RequestInfo(
+        path=scope["path"],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=tuple(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
+        ),
+        remote_address=f"{client[0]}:{client[1]}" if client else None,
+    )
+
+
+class ASGIApp:
+    """An :class:`App` as an ASGI application. ``path`` (e.g. ``"/ws"``) refuses WebSocket
+    handshakes on other paths with 404; ``None`` (the default, right when mounting)
+    accepts every path it is given."""
+
+    def __init__(self, app: App, *, path: str | None = None) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"a WebSocket endpoint\n"})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        connect = await receive()
+        transport = ASGIWebSocket(scope, receive, send)
+        if connect["type"] != "websocket.connect":
+            return
+        info = request_info(scope)
+        if self.path is not None and info.path != self.path:
+            await transport.reject(404, "not found")
+            return
+        runtime = self.app._runtime
+        if runtime is None:
+            logger.error(
+                "WebSocket refused: the wsspec runtime is not running (run the ASGI server "
+                "with lifespan on, or enter App.running() in the host app's lifespan)"
+            )
+            await transport.reject(503, "server not running")
+            return
+        await runtime.run_connection(transport, info)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        started = False
+        try:
+            async with self.app.running():
+                started = True
+                await send({"type": "lifespan.startup.complete"})
+                while (await receive())["type"] != "lifespan.shutdown":
+                    pass
+        except Exception as exc:
+            if started:
+                await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+            else:
+                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})

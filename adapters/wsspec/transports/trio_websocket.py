@@ -1,0 +1,226 @@
+"""The trio + trio-websocket transport: :func:`serve`.
+
+It moves bytes and nothing else: each handshake on the path becomes a
+:class:`TrioWebSocketTransport` handed to the runtime, which runs the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from functools import partial
+from urllib.parse import urlsplit
+
+import anyio
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from wsspec_core import RequestInfo
+
+from ..runtime import CLOSE_TIMEOUT, SHUTDOWN_TIMEOUT, App, TransportClosed
+
+logger = logging.getLogger("wsspec.server")
+
+_GONE = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class TrioWebSocketTransport:
+    """One trio-websocket handshake, then connection."""
+
+    def __init__(self, request: WebSocketRequest) -> None:
+        self.request = request
+        self.ws: WebSocketConnection | None = None
+
+    async def accept(self) -> None:
+        try:
+            self.ws = await self.request.accept()
+        except _GONE:
+            raise TransportClosed from None
+
+    async def reject(self, status: int, reason: str) -> None:
+        with contextlib.suppress(*_GONE):
+            await self.request.reject(status, body=reason.encode())
+
+    async def receive(self) -> str | bytes | None:
+        assert self.ws is not None
+        try:
+            return await self.ws.get_message()
+        except ConnectionClosed:
+            return None
+
+    async def send(self, frames: Sequence[str]) -> None:
+        # One send_message per frame: trio-websocket has no call for several messages at
+        # once, and writing them joined needs its private attributes; measured in
+        # benchmarks/bench_server.py, the gain did not justify that (docs/server.md).
+        assert self.ws is not None
+        try:
+            for frame in frames:
+                await self.ws.send_message(frame)
+        except _GONE:
+            raise TransportClosed from None
+
+    async def close(self, code: int, reason: str) -> None:
+        assert self.ws is not None
+        try:
+            await self.ws.aclose(code, reason)
+        except _GONE:
+            raise TransportClosed from None
+
+    async def ping(self) -> None:
+        assert self.ws is not None
+        try:
+            await self.ws.ping()
+        except _GONE:
+            raise TransportClosed from None
+
+    def closed_by_peer(self) -> str:
+        reason = self.ws.closed if self.ws is not None else None
+        return "dropped" if reason is None else f"code {reason.code}"
+
+
+def request_info(request: WebSocketRequest) -> RequestInfo:
+    path, _, query = request.path.partition("?")
+    headers = tuple(
+        (
+            name.decode("latin-1") if isinstance(name, bytes) else str(name),
+            value.decode("latin-1") if isinstance(value, bytes) else str(value),
+        )
+        for name, value in request.headers
+    )
+    remote = request.remote
+    address = getattr(remote, "address", None)
+    port = getattr(remote, "port", None)
+    if address is not None and port is not None:
+        remote_address: str | None = f"{address}:{port}"
+    else:
+        remote_address = str(remote) if remote else None
+    return RequestInfo(path=path, query=query, headers=headers, remote_address=remote_address)
+
+
+async def serve(
+    app: App,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    path: str | None = "/ws",
+    close_timeout: float = CLOSE_TIMEOUT,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``ws://host:port/path`` with trio-websocket until
+    :meth:`App.request_shutdown` is called or the calling scope is cancelled, then shut
+    down gracefully.
+
+    Use inside your own nursery: ``url = await nursery.start(serve, app, "127.0.0.1", 0)``
+    returns the URL actually bound (port 0 picks a free port; :func:`port_of` reads it).
+    ``path=None`` accepts any path; other paths are refused with HTTP 404.
+
+    Shutdown: stop accepting, tell the engine, which finishes the requests it accepted and
+    closes every connection with 1001 (going away); wait up to ``shutdown_timeout`` seconds
+    for the connections to close, then drop the rest.  Cancellation starts the same
+    graceful shutdown, shielded, so it can take up to ``shutdown_timeout`` seconds.
+    """
+    shutdown_requested = app._shutdown_requested = anyio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(
+                partial(
+                    _serve_until_shutdown,
+                    app,
+                    host,
+                    port,
+                    path,
+                    close_timeout,
+                    shutdown_timeout,
+                    shutdown_requested,
+                )
+            )
+            task_status.started(url)
+            try:
+                await shutdown_requested.wait()
+            finally:
+                # On cancellation too: the server is shielded and shuts down gracefully.
+                shutdown_requested.set()
+    finally:
+        app._shutdown_requested = None
+
+
+async def _serve_until_shutdown(
+    app: App,
+    host: str,
+    port: int,
+    path: str | None,
+    close_timeout: float,
+    shutdown_timeout: float,
+    shutdown_requested: anyio.Event,
+    task_status: trio.TaskStatus[str],
+) -> None:
+    # Shielded: the caller's cancellation must not kill in-flight writes or connections
+    # mid-message; serve() sets shutdown_requested instead, and the shutdown is bounded.
+    with trio.CancelScope(shield=True):
+        await _serve_shielded(
+            app, host, port, path, close_timeout, shutdown_timeout, shutdown_requested, task_status
+        )
+
+
+async def _serve_shielded(
+    app: App,
+    host: str,
+    port: int,
+    path: str | None,
+    close_timeout: float,
+    shutdown_timeout: float,
+    shutdown_requested: anyio.Event,
+    task_status: trio.TaskStatus[str],
+) -> None:
+    async with (
+        app.running(close_timeout=close_timeout, shutdown_timeout=shutdown_timeout) as runtime,
+        trio.open_nursery() as handlers,
+    ):
+
+        async def handle(request: WebSocketRequest) -> None:
+            info = request_info(request)
+            if path is not None and info.path != path:
+                await request.reject(404, body=b"not found")
+                return
+            await runtime.run_connection(TrioWebSocketTransport(request), info)
+
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        server = trio_websocket.WebSocketServer(
+            handle,
+            listeners,
+            handler_nursery=handlers,
+            # So that trio-websocket never buffers a frame the engine would refuse.
+            max_message_size=app.limits.max_message_bytes,
+            disconnect_timeout=close_timeout,
+        )
+        listening = trio.CancelScope()
+
+        async def listen(
+            task_status: trio.TaskStatus[trio_websocket.WebSocketServer],
+        ) -> None:
+            with listening:
+                await server.run(task_status=task_status)
+
+        await handlers.start(listen)
+        bound_host, bound_port = listeners[0].socket.getsockname()[:2]
+        url = f"ws://{_format_host(bound_host)}:{bound_port}{path or '/'}"
+        logger.info("listening on %s", url)
+        task_status.started(url)
+        await shutdown_requested.wait()
+        listening.cancel()
+        await runtime.shutdown()
+        handlers.cancel_scope.cancel()
+
+
+def _format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def port_of(url: str) -> int:
+    """The port of a URL returned by :func:`serve`."""
+    port = urlsplit(url).port
+    assert port is not None
+    return port
