@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from wsspec.testing.fuzz import command as fuzz
+from wsspec.testing.fuzz.config import FuzzConfig
+from wsspec.testing.fuzz.runner import Fuzzer
 
 from ._entities import EVERYTHING
 from .engine_server import EngineServer
@@ -80,6 +83,94 @@ def test_catches_a_server_that_deletes_missing_records_successfully() -> None:
     frames = output.split("Frames exchanged", 1)[1]
     assert frames.count('"operation":"delete"') == 2
     assert '"deleted":true' in frames
+
+
+def test_a_short_time_budget_ends_between_examples_not_inconclusive() -> None:
+    """The budget runs out in the middle of a property.  (The fuzzer used to skip the
+    examples past the deadline by returning early from inside them, so that a replayed
+    prefix drew less than the first time: Hypothesis raised FlakyStrategyDefinition and
+    the run ended INCONCLUSIVE.)"""
+    with EngineServer() as server:
+        status, output = run_fuzz(
+            server.url,
+            *("--max-examples", "500", "--max-seconds", "0.3", "--seed", "1"),
+            *("--grace", "0.02", "--property", "responses", "--property", "roundtrip"),
+        )
+    assert status == 0, output
+    assert "Flaky" not in output
+    assert "ok      responses: " in output
+    # Cut short: far fewer than 500 examples, but at least one round of each.
+    examples = [int(n) for n in re.findall(r"ok {6}\S+(?: \[.+?\])?: (\d+) examples", output)]
+    assert len(examples) == 3, output  # responses, and roundtrip on both entities
+    assert examples and all(10 <= n < 500 for n in examples), output
+
+
+def test_shrinking_cut_short_still_reports_a_real_counterexample() -> None:
+    """With no time left, shrinking stops at the next example; the report is the last
+    failing example, a real one, and says it is not a minimal one."""
+    out = io.StringIO()
+    with EngineServer(ignore_filters=True) as server:
+        config = FuzzConfig(
+            url=server.url,
+            properties=("subscription",),
+            entities=("public.users",),
+            max_examples=100,
+            max_seconds=0.001,  # past before the first round: only that round runs
+            min_shrink_seconds=0,
+            seed=3,
+            grace=0.02,
+        )
+        status = Fuzzer(config, out).run()
+        output = out.getvalue()
+        assert server.storage.rows("public.users") == []
+    assert status == 1, output
+    assert "Smallest counterexample found before shrinking ran out of time:" in output
+    assert "which does not match its filters" in output
+    frames = output.split("Frames exchanged", 1)[1]
+    assert '"type":"notification"' in frames
+
+
+@pytest.mark.parametrize("blocked", ["hypothesis", "websockets"])
+def test_without_the_testing_extra_fuzz_says_what_to_install(blocked: str) -> None:
+    """``wsspec fuzz`` in an environment without Hypothesis or websockets: one line naming
+    the ``testing`` extra, exit status 2, no traceback."""
+    program = f"""
+import sys
+from importlib.abc import MetaPathFinder
+
+class Refuse(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+from wsspec.cli import main
+sys.exit(main(["fuzz", "ws://127.0.0.1:9/ws"]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "pip install 'wsspec[testing]'" in lines[0]
+    assert blocked in lines[0]
+    assert result.stdout == ""
+
+
+def test_the_subcommand_module_imports_neither_hypothesis_nor_websockets() -> None:
+    """It is imported to build ``wsspec --help``."""
+    program = (
+        "import sys; import wsspec.testing.fuzz.command; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hypothesis', 'websockets')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_unreachable_server_is_an_error_not_a_failure() -> None:

@@ -349,7 +349,8 @@ class Fuzzer:
 
     def run_property(self, name: str, target: Target | None, deadline: float) -> Outcome:
         """Check one property, in rounds of :data:`ROUND_EXAMPLES` examples, until
-        ``max_examples`` examples passed, one failed, or ``deadline`` is past."""
+        ``max_examples`` examples passed, one failed, or ``deadline`` is past (checked
+        between rounds; the first round always runs)."""
         outcome = Outcome(name=name, entity=target.name if target else None)
         body = BY_NAME[name].check
         failures: list[PropertyFailure] = []
@@ -388,8 +389,10 @@ class Fuzzer:
         scope = f"{self.seed}:{name}:{outcome.entity}"
         for round_number in range(self.config.max_examples):
             wanted = min(ROUND_EXAMPLES, self.config.max_examples - passed[0])
-            if wanted <= 0 or time.monotonic() >= deadline:
+            if wanted <= 0:
                 break
+            if round_number > 0 and time.monotonic() >= deadline:
+                break  # the first round always runs: a property is never passed unchecked
             before = passed[0]
             check = settings(
                 max_examples=wanted,
