@@ -1,4 +1,4 @@
-"""The public strategies (wsspec.strategies) against the core codec and matcher.
+"""The public strategies (wsspec.testing.strategies) against the core codec and matcher.
 
 * every valid message survives ``encode_inbound`` then ``decode`` unchanged;
 * ``to_wire`` writes the same JSON object as ``encode_inbound``;
