@@ -38,6 +38,15 @@ def run_fuzz(*argv: str) -> tuple[int, str]:
     return status, out.getvalue()
 
 
+def test_every_property_has_its_module() -> None:
+    from wsspec.testing.fuzz.properties import BY_NAME
+
+    assert list(BY_NAME) == list(fuzz.PROPERTIES)
+    for module in BY_NAME.values():
+        assert callable(module.check)
+        assert isinstance(module.PER_ENTITY, bool)
+
+
 def test_passes_against_a_correct_server() -> None:
     with EngineServer() as server:
         status, output = run_fuzz(server.url, *FAST)

@@ -110,6 +110,8 @@ def spec_json(spec: FilterSpec) -> dict[str, Any]:
 
 
 def compile_or_reject(entity: Entity, specs: Sequence[FilterSpec]) -> Any:
+    """The core's compiled filters; filters the core refuses (a combination the strategies
+    do not rule out) reject the example rather than fail it."""
     try:
         return compile_filters(entity, specs)
     except InvalidRequest:

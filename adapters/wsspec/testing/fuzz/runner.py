@@ -427,7 +427,9 @@ class Fuzzer:
             if outcome.failure is not None or outcome.error is not None:
                 break
             if passed[0] - before < wanted:
-                break  # Hypothesis ran out of distinct examples: more rounds would repeat
+                # Hypothesis ended the round early: the examples ran out (more rounds would
+                # repeat them) or too many were rejected.
+                break
         return outcome
 
     def _failed(
