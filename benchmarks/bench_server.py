@@ -1,70 +1,148 @@
-"""Throughput and memory of the trio adapter, next to a plain trio-websocket echo server.
+"""Throughput and memory of wsspec on each transport, next to a plain echo server on the
+same transport, measured in the same run.
 
-    .venv/bin/python benchmarks/bench_server.py            # about 15 seconds
+    .ci-venv/bin/python benchmarks/bench_server.py                 # about 90 seconds
+    .ci-venv/bin/python benchmarks/bench_server.py --transports uvicorn --seconds 1
+    .ci-venv/bin/python benchmarks/bench_server.py --profile /tmp/prof   # cProfile servers
 
-Each server runs in its own process (so the client and the server do not share a core);
-the client is the same trio-websocket code for both.  Measured:
+Transports, each as wsspec and as an echo server of the same stack:
 
-* read-by-id and create over SQLite (PeeweeStorage, WAL), one client, pipelined (send N,
-  then read N) and one at a time (send, wait for the reply, repeat);
-* the echo server answering the very same frames: the ceiling the transport allows, and
-  the ratio wsspec / echo (target: at least 0.7x on reads);
-* the CPU time each server process spent per message (from /proc): steadier than the
-  rates when other work shares the machine;
-* reads again with ``App(storage_threads=0)`` (SQLite on the event loop): what the worker
-  thread hop costs;
-* resident memory per idle connection: the server's RSS (from /proc) before and after
-  another process opened 1,000 connections (target: at most 40 KiB per connection).
+* ``trio``: :func:`wsspec.serve` (trio + trio-websocket) / a trio-websocket echo server;
+* ``uvicorn``: ``app.asgi`` under uvicorn (asyncio, ``ws="wsproto"``, lifespan on) / a plain
+  ASGI echo application under the same uvicorn configuration;
+* ``hypercorn``: ``app.asgi`` under hypercorn's trio worker / the ASGI echo application
+  under hypercorn's trio worker.
+
+Every server runs in a process of its own, started by this script and stopped by its PID
+(also on error), so that the client and the server do not share a core.  The wsspec
+servers serve the demo models (:func:`wsspec.demo.build_app`) on one SQLite file seeded
+with ``--rows`` users.  The client (``_bench_wire``: plain sockets, frames built before the
+clock starts) is the same for every server and costs a few microseconds per message.
+
+Measured per transport, wsspec and echo answering the very same frames (``read`` of a user
+by id, ids cycling over the seeded rows):
+
+* requests/s pipelined (up to ``--window`` requests unanswered) and one at a time (send,
+  wait for the reply, repeat), each for ``--seconds``, alternated wsspec / echo
+  ``--rounds`` times, best of the rounds kept;
+* the ratio wsspec / echo: the echo server does no work per message, so it is the floor
+  the transport sets (targets in ``TARGETS``);
+* the CPU time each server process spent per message (from /proc), steadier than the rates
+  when other work shares the machine; for wsspec also the part spent by the event loop's
+  thread (the rest is the storage threads);
+* resident memory per idle connection: the server's VmRSS before and after the client
+  opened ``--connections`` connections, each having sent one ping (measured first, right
+  after one check request, before the throughput runs fill the allocator's free lists).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
+import resource
+import selectors
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import trio
-import trio_websocket
+import _bench_wire as wire  # benchmarks/ is on sys.path: run as a script
 
-PIPELINED = 5000
-ONE_AT_A_TIME = 2000
-CREATES_PIPELINED = 2000
-CREATES_ONE_AT_A_TIME = 500
-IDLE_CONNECTIONS = 1000
-SEED_USERS = 1000
-WARM_UP = 1000
-
-
-# --- the servers (run as subprocesses of this script) ---------------------------------
+TRANSPORTS = ("trio", "uvicorn", "hypercorn")
+#: Lowest acceptable wsspec / echo ratio, (pipelined, one at a time), from the issue.
+TARGETS = {"trio": (0.44, 0.63), "uvicorn": (0.7, 0.7), "hypercorn": (0.7, 0.7)}
+#: Highest acceptable resident memory per idle wsspec connection, KiB.
+KIB_TARGET = 40.0
+PER_BATCH = 100
+FRAME_POOL = 5000
+PROFILE_ENV = "WSSPEC_BENCH_PROFILE"
+PATH = "/ws"
 
 
-def serve_wsspec(db_path: str, storage_threads: int) -> None:
-    from wsspec import App, serve
-    from wsspec.demo import make_models
-    from wsspec.storage.peewee import PeeweeStorage
+# --- the servers (each runs as a subprocess of this script) -----------------------------
 
-    storage = PeeweeStorage.from_url(f"sqlite:///{db_path}")
-    user, post = make_models(storage.database)
-    with storage.database.connection_context():
-        storage.database.create_tables([user, post], safe=True)
-    storage.register("public.users", user)
-    storage.register("public.posts", post)
-    app = App(storage, storage_threads=storage_threads)
+
+def announce(url: str) -> None:
+    print(url, flush=True)
+
+
+def install_stop_handler() -> None:
+    """SIGTERM ends the process; with ``WSSPEC_BENCH_PROFILE`` set, it first writes the
+    cProfile statistics of the process's main thread (the event loop) to that file."""
+    path = os.environ.get(PROFILE_ENV)
+    profiler = None
+    if path:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+
+    def stop(signum: int, frame: Any) -> None:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(path)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+async def echo_asgi(scope: Any, receive: Any, send: Any) -> None:
+    """A plain ASGI WebSocket echo application (with the lifespan both servers send)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    elif scope["type"] == "websocket":
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+def wsspec_asgi(db_url: str) -> Any:
+    from wsspec.demo import build_app
+    from wsspec.transports.asgi import ASGIApp
+
+    return ASGIApp(build_app(db_url), path=PATH)
+
+
+def serve_trio_wsspec(db_url: str) -> None:
+    import trio
+    from wsspec import serve
+    from wsspec.demo import build_app
+
+    app = build_app(db_url)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve, app, "127.0.0.1", 0)
-            print(url, flush=True)
+            announce(await nursery.start(serve, app, "127.0.0.1", 0))
 
     trio.run(main)
 
 
-def serve_echo() -> None:
+def serve_trio_echo() -> None:
+    import trio
+    import trio_websocket
+
     async def echo(request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()
         try:
@@ -76,56 +154,156 @@ def serve_echo() -> None:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(trio_websocket.serve_websocket, echo, "127.0.0.1", 0, None)
-            print(f"ws://127.0.0.1:{server.port}/ws", flush=True)
+            announce(f"ws://127.0.0.1:{server.port}{PATH}")
 
     trio.run(main)
 
 
-def hold_connections(url: str, count: int) -> None:
-    """Open ``count`` idle connections, say "ready", keep them until stdin closes."""
+def serve_uvicorn(asgi_app: Any) -> None:
+    import asyncio
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        asgi_app, ws="wsproto", lifespan="on", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        announce(f"ws://127.0.0.1:{port}{PATH}")
+        await task
+
+    asyncio.run(main())
+
+
+def serve_hypercorn(asgi_app: Any) -> None:
+    from functools import partial
+
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.worker_class = "trio"
+    config.accesslog = None
+    config.loglevel = "WARNING"
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            opened = 0
-            done = trio.Event()
-
-            async def one(task_status: trio.TaskStatus[None]) -> None:
-                async with trio_websocket.open_websocket_url(url) as ws:
-                    await ws.send_message('{"type":"ping","id":1}')
-                    await ws.get_message()
-                    task_status.started()
-                    await done.wait()
-
-            while opened < count:
-                async with trio.open_nursery() as batch:
-                    for _ in range(min(100, count - opened)):
-                        batch.start_soon(nursery.start, one)
-                opened = min(count, opened + 100)
-            print("ready", flush=True)
-            await trio.to_thread.run_sync(sys.stdin.read)
-            done.set()
+            binds = await nursery.start(partial(serve, asgi_app, config))
+            announce(binds[0].replace("http://", "ws://", 1) + PATH)
 
     trio.run(main)
 
 
-# --- the client --------------------------------------------------------------------------
+def run_server(transport: str, role: str, db_url: str) -> None:
+    install_stop_handler()
+    if transport == "trio":
+        serve_trio_wsspec(db_url) if role == "wsspec" else serve_trio_echo()
+    elif transport == "uvicorn":
+        serve_uvicorn(wsspec_asgi(db_url) if role == "wsspec" else echo_asgi)
+    elif transport == "hypercorn":
+        serve_hypercorn(wsspec_asgi(db_url) if role == "wsspec" else echo_asgi)
+    else:
+        raise SystemExit(f"unknown transport {transport!r}")
 
 
-def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+# --- process handling --------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    transport: str
+    role: str
+    process: subprocess.Popen[str]
+    url: str = ""
+    profile: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def start_server(transport: str, role: str, db_url: str, profile: str | None) -> Server:
+    env = dict(os.environ)
+    env.pop(PROFILE_ENV, None)
+    if profile:
+        env[PROFILE_ENV] = profile
     process = subprocess.Popen(
-        [sys.executable, __file__, *args],
-        stdin=subprocess.PIPE,
+        [sys.executable, __file__, "--serve", transport, role, db_url],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
+    server = Server(transport, role, process, profile=profile)
+    return server
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def wait_ready(server: Server, timeout: float = 60.0) -> None:
+    """Read the URL the server prints once it listens."""
+    assert server.process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise RuntimeError(f"{server.transport} {server.role} server: not ready in {timeout} s")
+    url = server.process.stdout.readline().strip()
+    if not url.startswith("ws://127.0.0.1:"):
+        raise RuntimeError(f"{server.transport} {server.role} server failed to start ({url!r})")
+    server.url = url
+
+
+def stop_server(server: Server) -> None:
+    """Stop the server by its PID: SIGTERM, then SIGKILL after 15 seconds."""
+    process = server.process
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@contextlib.contextmanager
+def servers(transport: str, db_url: str, profile_dir: str | None) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    try:
+        for role in ("wsspec", "echo"):
+            profile = str(Path(profile_dir) / f"{transport}-{role}.prof") if profile_dir else None
+            started.append(start_server(transport, role, db_url, profile))
+        for server in started:
+            wait_ready(server)
+        yield started
+    finally:
+        for server in started:
+            stop_server(server)
+
+
+# --- /proc -------------------------------------------------------------------------------
+
+
+def _cpu(stat_path: Path) -> float:
+    fields = stat_path.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the whole process, of its main thread) so far."""
+    return _cpu(Path(f"/proc/{pid}/stat")), _cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
 def rss_kib(pid: int) -> int:
@@ -135,183 +313,244 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def pipelined(url: str, frames: list[str]) -> float:
-    async with trio_websocket.open_websocket_url(url, message_queue_size=len(frames) + 1) as ws:
-        started = time.perf_counter()
-        for frame in frames:
-            await ws.send_message(frame)
-        for _ in frames:
-            await ws.get_message()
-        return len(frames) / (time.perf_counter() - started)
+# --- the measurements --------------------------------------------------------------------
 
 
-async def one_at_a_time(url: str, frames: list[str]) -> float:
-    async with trio_websocket.open_websocket_url(url) as ws:
-        started = time.perf_counter()
-        for frame in frames:
-            await ws.send_message(frame)
-            await ws.get_message()
-        return len(frames) / (time.perf_counter() - started)
-
-
-def reads(n: int) -> list[str]:
-    return [
-        json.dumps(
-            {
-                "id": f"r{i}",
-                "type": "request",
-                "operation": "read",
-                "entity": "users",
-                "record_id": i % SEED_USERS + 1,
-            }
-        )
-        for i in range(n)
-    ]
-
-
-def creates(n: int, tag: str) -> list[str]:
-    return [
-        json.dumps(
-            {
-                "id": f"c{i}",
-                "type": "request",
-                "operation": "create",
-                "entity": "users",
-                "data": {"name": f"{tag}{i}", "email": f"{tag}{i}@example.com", "status": "active"},
-            }
-        )
-        for i in range(n)
-    ]
-
-
-async def check_and_seed(url: str) -> None:
-    async with trio_websocket.open_websocket_url(url) as ws:
-        batch = [
-            {"name": f"seed{i}", "email": f"s{i}@example.com", "status": "active"}
-            for i in range(SEED_USERS)
-        ]
-        await ws.send_message(
-            json.dumps(
-                {
-                    "id": "seed",
-                    "type": "request",
-                    "operation": "create",
-                    "entity": "users",
-                    "data": batch,
-                }
-            )
-        )
-        reply = json.loads(await ws.get_message())
-        assert reply["success"], reply
-        await ws.send_message(reads(1)[0])
-        reply = json.loads(await ws.get_message())
-        assert reply["success"] and reply["data"]["id"] == 1, reply
-
-
-Server = tuple[subprocess.Popen[str], str]
-
-
-def measure(
-    name: str, count: int, run: Callable[[str], float], wsspec: Server, echo: Server
-) -> None:
-    """One row: each server's rate, and its CPU time per message, for the same frames."""
-    rates, cpu = [], []
-    for process, url in (wsspec, echo):
-        before = cpu_seconds(process.pid)
-        rates.append(run(url))
-        cpu.append((cpu_seconds(process.pid) - before) / count * 1e6)
-    print(
-        f"{name:<34} {rates[0]:>9,.0f}/s {rates[1]:>9,.0f}/s {rates[0] / rates[1]:>6.2f}x"
-        f" {cpu[0]:>6.0f} us {cpu[1]:>5.0f} us"
+def read_request(i: int, rows: int) -> str:
+    return json.dumps(
+        {
+            "id": f"r{i}",
+            "type": "request",
+            "operation": "read",
+            "entity": "users",
+            "record_id": i % rows + 1,
+        }
     )
 
 
+def seed(db_url: str, rows: int) -> None:
+    from wsspec.demo import make_models
+    from wsspec.storage.peewee import PeeweeStorage
+
+    storage = PeeweeStorage.from_url(db_url)
+    user, post = make_models(storage.database)
+    with storage.database.connection_context():
+        storage.database.create_tables([user, post], safe=True)
+        with storage.database.atomic():
+            user.insert_many(
+                [
+                    {"name": f"user{i}", "email": f"user{i}@example.com", "status": "active"}
+                    for i in range(rows)
+                ]
+            ).execute()
+    storage.close()
+
+
+def check(server: Server) -> None:
+    frame = read_request(0, 1)
+    reply = wire.request(server.url, frame)
+    if server.role == "echo":
+        assert reply == frame.encode(), reply
+    else:
+        answer = json.loads(reply)
+        assert answer.get("success") and answer["data"]["id"] == 1, answer
+
+
+@dataclass
+class Rate:
+    per_second: float = 0.0
+    cpu_us: float = float("inf")
+    loop_cpu_us: float = float("inf")
+    runs: list[float] = field(default_factory=list)
+
+    def add(self, count: int, elapsed: float, cpu: float, loop_cpu: float) -> None:
+        rate = count / elapsed
+        self.runs.append(rate)
+        self.per_second = max(self.per_second, rate)
+        self.cpu_us = min(self.cpu_us, cpu / count * 1e6)
+        self.loop_cpu_us = min(self.loop_cpu_us, loop_cpu / count * 1e6)
+
+
+def timed(server: Server, run: Callable[[str], tuple[int, float, int]], rate: Rate) -> None:
+    before, loop_before = cpu_seconds(server.pid)
+    count, elapsed, failed = run(server.url)
+    after, loop_after = cpu_seconds(server.pid)
+    if failed:
+        raise RuntimeError(f"{server.transport} {server.role}: {failed} requests failed")
+    rate.add(count, elapsed, after - before, loop_after - loop_before)
+
+
+def idle_memory(server: Server, connections: int) -> tuple[int, int]:
+    """(VmRSS KiB before, with ``connections`` idle connections open)."""
+    ping = wire.client_frame('{"type":"ping","id":1}')
+    time.sleep(0.3)
+    before = rss_kib(server.pid)
+    opened = wire.open_idle(server.url, connections, ping)
+    try:
+        time.sleep(0.5)
+        after = rss_kib(server.pid)
+    finally:
+        wire.close_all(opened)
+    time.sleep(0.5)  # let the server close them before the next measurement
+    return before, after
+
+
+@dataclass
+class Result:
+    transport: str
+    pipelined: dict[str, Rate]
+    one_at_a_time: dict[str, Rate]
+    memory: dict[str, tuple[int, int]]
+
+
+def bench_transport(transport: str, db_url: str, args: argparse.Namespace) -> Result:
+    frames = [wire.client_frame(read_request(i, args.rows)) for i in range(FRAME_POOL)]
+    batches = [b"".join(frames[i : i + PER_BATCH]) for i in range(0, FRAME_POOL, PER_BATCH)]
+
+    def pipelined(seconds: float) -> Callable[[str], tuple[int, float, int]]:
+        return lambda url: wire.pipelined(url, batches, PER_BATCH, args.window, seconds)
+
+    def one_at_a_time(seconds: float) -> Callable[[str], tuple[int, float, int]]:
+        return lambda url: wire.one_at_a_time(url, frames[:100], seconds)
+
+    result = Result(transport, {}, {}, {})
+    with servers(transport, db_url, args.profile) as started:
+        print(
+            f"{transport}: "
+            + ", ".join(f"{server.role} pid {server.pid} at {server.url}" for server in started),
+            flush=True,
+        )
+        for server in started:
+            check(server)
+        for server in started:
+            result.memory[server.role] = idle_memory(server, args.connections)
+        for server in started:  # warm up: caches, threads, first frames of each size
+            pipelined(min(0.5, args.seconds))(server.url)
+            one_at_a_time(min(0.3, args.seconds))(server.url)
+        for server in started:
+            result.pipelined[server.role] = Rate()
+            result.one_at_a_time[server.role] = Rate()
+        for _ in range(args.rounds):
+            for server in started:
+                timed(server, pipelined(args.seconds), result.pipelined[server.role])
+            for server in started:
+                timed(server, one_at_a_time(args.seconds), result.one_at_a_time[server.role])
+    return result
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def report(results: list[Result], connections: int) -> str:
+    lines = [
+        f"{'transport':<10} {'read by id':<13} {'wsspec':>10} {'echo':>10} {'ratio':>6} "
+        f"{'target':>7}  {'CPU/msg wsspec (loop)':>22} {'echo':>6}"
+    ]
+    for result in results:
+        targets = TARGETS[result.transport]
+        for name, rates, target in (
+            ("pipelined", result.pipelined, targets[0]),
+            ("one at a time", result.one_at_a_time, targets[1]),
+        ):
+            wsspec, echo = rates["wsspec"], rates["echo"]
+            ratio = wsspec.per_second / echo.per_second
+            verdict = "ok" if ratio >= target else "LOW"
+            lines.append(
+                f"{result.transport:<10} {name:<13} {wsspec.per_second:>8,.0f}/s "
+                f"{echo.per_second:>8,.0f}/s {ratio:>5.2f}x {target:>5.2f}x {verdict:<3} "
+                f"{wsspec.cpu_us:>7.0f} us ({wsspec.loop_cpu_us:>4.0f} us) {echo.cpu_us:>5.0f} us"
+            )
+    lines.append("")
+    lines.append(
+        f"{'transport':<10} resident memory per idle connection ({connections:,} connections)"
+    )
+    for result in results:
+        cells = []
+        for role in ("wsspec", "echo"):
+            before, after = result.memory[role]
+            per = (after - before) / connections
+            cells.append(f"{role} {per:5.1f} KiB ({before:,} -> {after:,} KiB)")
+        wsspec_per = (result.memory["wsspec"][1] - result.memory["wsspec"][0]) / connections
+        verdict = "ok" if wsspec_per <= KIB_TARGET else "HIGH"
+        lines.append(
+            f"{result.transport:<10} {cells[0]}   {cells[1]}   target <= {KIB_TARGET:.0f} KiB "
+            f"{verdict}"
+        )
+    return "\n".join(lines)
+
+
+def print_profiles(profile_dir: str, transports: list[str]) -> None:
+    import pstats
+
+    for transport in transports:
+        for role in ("wsspec", "echo"):
+            path = Path(profile_dir) / f"{transport}-{role}.prof"
+            if not path.exists():
+                print(f"(no profile written for {transport} {role})")
+                continue
+            print(f"\n=== cProfile of the {transport} {role} server's event loop thread ===")
+            stats = pstats.Stats(str(path))
+            stats.sort_stats("tottime").print_stats(25)
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--transports",
+        default=",".join(TRANSPORTS),
+        help="comma-separated subset of %(default)s",
+    )
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement run")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per server, best kept")
+    parser.add_argument("--window", type=int, default=1000, help="unanswered requests, pipelined")
+    parser.add_argument("--connections", type=int, default=1000, help="idle connections")
+    parser.add_argument("--rows", type=int, default=1000, help="users seeded in SQLite")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="run each server under cProfile (slower: compare ratios of the same run only) "
+        "and print where its event loop thread spends its time",
+    )
+    args = parser.parse_args()
+    transports = [name.strip() for name in args.transports.split(",") if name.strip()]
+    unknown = set(transports) - set(TRANSPORTS)
+    if unknown or not transports:
+        parser.error(f"--transports: choose from {', '.join(TRANSPORTS)}")
+    if args.window < PER_BATCH:
+        parser.error(f"--window must be at least {PER_BATCH}")
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        args.profile = str(Path(args.profile).resolve())
+    # The client holds the idle connections, and each server accepts them: both need fds
+    # (the servers inherit the limit).
+    raise_fd_limit(args.connections + 256)
+
     began = time.perf_counter()
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        db = str(Path(tmp) / "bench.db")
-        wsspec = start("--wsspec-server", db, "8")
-        inline = start("--wsspec-server", db, "0")
-        echo = start("--echo-server")
-        wsspec_process, wsspec_url = wsspec
-        try:
-            trio.run(check_and_seed, wsspec_url)
-            for _, url in (wsspec, inline, echo):  # warm up: caches, first connections
-                trio.run(pipelined, url, reads(WARM_UP))
-            print(f"wsspec server pid {wsspec_process.pid}, echo server pid {echo[0].pid}")
-            print(f"{'':<34} {'wsspec':>11} {'echo':>11} {'ratio':>7}   server CPU/message")
-            measure(
-                "read by id, pipelined",
-                PIPELINED,
-                lambda url: trio.run(pipelined, url, reads(PIPELINED)),
-                wsspec,
-                echo,
-            )
-            measure(
-                "read by id, one at a time",
-                ONE_AT_A_TIME,
-                lambda url: trio.run(one_at_a_time, url, reads(ONE_AT_A_TIME)),
-                wsspec,
-                echo,
-            )
-            measure(
-                "create, pipelined",
-                CREATES_PIPELINED,
-                lambda url: trio.run(pipelined, url, creates(CREATES_PIPELINED, "p")),
-                wsspec,
-                echo,
-            )
-            measure(
-                "create, one at a time",
-                CREATES_ONE_AT_A_TIME,
-                lambda url: trio.run(one_at_a_time, url, creates(CREATES_ONE_AT_A_TIME, "o")),
-                wsspec,
-                echo,
-            )
-
-            print("for comparison, App(storage_threads=0): SQLite on the event loop, no thread hop")
-            measure(
-                "read by id, pipelined",
-                PIPELINED,
-                lambda url: trio.run(pipelined, url, reads(PIPELINED)),
-                inline,
-                echo,
-            )
-            measure(
-                "read by id, one at a time",
-                ONE_AT_A_TIME,
-                lambda url: trio.run(one_at_a_time, url, reads(ONE_AT_A_TIME)),
-                inline,
-                echo,
-            )
-
-            time.sleep(0.5)
-            before = rss_kib(wsspec_process.pid)
-            holder, ready = start("--hold", wsspec_url, str(IDLE_CONNECTIONS))
-            assert ready == "ready", ready
-            time.sleep(0.5)
-            after = rss_kib(wsspec_process.pid)
-            assert holder.stdin is not None
-            holder.stdin.close()
-            holder.wait(timeout=30)
-            per_connection = (after - before) / IDLE_CONNECTIONS
-            print(
-                f"server RSS {before:,} KiB idle, {after:,} KiB with {IDLE_CONNECTIONS:,} "
-                f"connections: {per_connection:.1f} KiB per idle connection"
-            )
-        finally:
-            for process, _ in (wsspec, inline, echo):
-                process.terminate()
-                process.wait(timeout=30)
-    print(f"(benchmark took {time.perf_counter() - began:.0f} s)")
+        db_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        seed(db_url, args.rows)
+        for transport in transports:
+            results.append(bench_transport(transport, db_url, args))
+    print()
+    print(report(results, args.connections))
+    print(
+        f"\n(best of {args.rounds} runs of {args.seconds:g} s; pipelined window {args.window}; "
+        f"{args.rows} rows; benchmark took {time.perf_counter() - began:.0f} s)"
+    )
+    if args.profile:
+        print_profiles(args.profile, transports)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--wsspec-server"]:
-        serve_wsspec(sys.argv[2], int(sys.argv[3]))
-    elif sys.argv[1:2] == ["--echo-server"]:
-        serve_echo()
-    elif sys.argv[1:2] == ["--hold"]:
-        hold_connections(sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1:2] == ["--serve"]:
+        run_server(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         main()
