@@ -75,15 +75,17 @@ def announce(url: str) -> None:
 
 
 def install_stop_handler() -> None:
-    """SIGTERM ends the process; with ``WSSPEC_BENCH_PROFILE`` set, it first writes the
-    cProfile statistics of the process's main thread (the event loop) to that file."""
+    """SIGTERM ends the process.  With ``WSSPEC_BENCH_PROFILE`` set, SIGUSR1 starts
+    cProfile on the main thread (the event loop), SIGUSR2 pauses it, and SIGTERM first
+    writes the statistics to that file: the parent profiles the timed runs only."""
     path = os.environ.get(PROFILE_ENV)
     profiler = None
     if path:
         import cProfile
 
         profiler = cProfile.Profile()
-        profiler.enable()
+        signal.signal(signal.SIGUSR1, lambda signum, frame: profiler.enable())
+        signal.signal(signal.SIGUSR2, lambda signum, frame: profiler.disable())
 
     def stop(signum: int, frame: Any) -> None:
         if profiler is not None:
@@ -372,9 +374,13 @@ class Rate:
 
 
 def timed(server: Server, run: Callable[[str], tuple[int, float, int]], rate: Rate) -> None:
+    if server.profile:
+        os.kill(server.pid, signal.SIGUSR1)
     before, loop_before = cpu_seconds(server.pid)
     count, elapsed, failed = run(server.url)
     after, loop_after = cpu_seconds(server.pid)
+    if server.profile:
+        os.kill(server.pid, signal.SIGUSR2)
     if failed:
         raise RuntimeError(f"{server.transport} {server.role}: {failed} requests failed")
     rate.add(count, elapsed, after - before, loop_after - loop_before)
@@ -479,18 +485,71 @@ def report(results: list[Result], connections: int) -> str:
     return "\n".join(lines)
 
 
+#: Where a profiled function belongs: (substring of its file name, area), first match wins.
+AREAS = (
+    ("wsspec_core", "wsspec_core (engine, codec)"),
+    ("wsspec/runtime", "wsspec runtime"),
+    ("wsspec/transports", "wsspec transport"),
+    ("wsspec/storage", "wsspec storage (Peewee)"),
+    ("/peewee", "peewee"),
+    ("/cattrs/", "cattrs"),
+    ("/attr/", "attrs"),
+    ("/wsproto/", "wsproto"),
+    ("/h11/", "h11"),
+    ("/uvicorn/", "uvicorn"),
+    ("/hypercorn/", "hypercorn"),
+    ("/trio_websocket/", "trio-websocket"),
+    ("/trio/", "trio"),
+    ("/anyio/", "anyio"),
+    ("/asyncio/", "asyncio"),
+    ("/sniffio/", "sniffio"),
+    ("bench_server", "the echo application"),
+)
+
+
+def area(filename: str, function: str) -> str:
+    for part, name in AREAS:
+        if part in filename:
+            return name
+    if filename == "~":  # built-ins
+        if "sqlite3" in function:
+            return "sqlite3 (C)"
+        if "orjson" in function:
+            return "orjson (C)"
+        if "epoll" in function or "select" in function:
+            return "WAITING in epoll"
+        if "socket" in function:
+            return "socket calls (C)"
+        return "other built-ins"
+    return "other Python (stdlib)"
+
+
 def print_profiles(profile_dir: str, transports: list[str]) -> None:
+    """Where each server's event loop thread spent its time during the timed runs (the
+    profiler slows everything down about 3x: read the shares, not the seconds)."""
+    import collections
     import pstats
 
     for transport in transports:
         for role in ("wsspec", "echo"):
             path = Path(profile_dir) / f"{transport}-{role}.prof"
             if not path.exists():
-                print(f"(no profile written for {transport} {role})")
+                print(f"\n(no profile written for {transport} {role})")
                 continue
-            print(f"\n=== cProfile of the {transport} {role} server's event loop thread ===")
             stats = pstats.Stats(str(path))
-            stats.sort_stats("tottime").print_stats(25)
+            areas: collections.Counter[str] = collections.Counter()
+            for (filename, _, function), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+                areas[area(filename, function)] += own
+            waiting = areas.pop("WAITING in epoll", 0.0)
+            busy = sum(areas.values())
+            print(
+                f"\n=== {transport} {role} server, event loop thread, timed runs: "
+                f"{busy:.2f} s busy (profiled), {waiting:.2f} s waiting in epoll ==="
+            )
+            for name, seconds in areas.most_common():
+                if seconds / busy >= 0.01:
+                    print(f"  {seconds / busy:6.1%}  {name}")
+            stats.sort_stats("tottime").print_stats(20)
 
 
 def raise_fd_limit(needed: int) -> None:
