@@ -7,12 +7,16 @@ real adapter's concurrent tasks would. With ``auto=False`` the test completes th
 in any order it likes. Either way, each frame the engine asks it to send counts as written
 (``FramesWritten``) at once, as for a client that reads everything, except on the
 connections in ``not_reading``.
+
+Optional, for property tests: ``trace`` records every event fed and the actions it caused,
+in order (the FramesWritten reports included); ``storage_result`` may replace what the
+storage returned before it is reported (a storage backend's odd or unencodable results).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import orjson
@@ -28,6 +32,7 @@ class Driver:
         *,
         auto: bool = True,
         now: float = 1_700_000_000.0,
+        storage_result: Callable[[ws.RunStorage, Any], Any] | None = None,
     ) -> None:
         self.engine = engine
         self.storage = storage if storage is not None else ws.MemoryStorage(engine.registry)
@@ -45,12 +50,17 @@ class Driver:
         self.logged: list[ws.Log] = []
         #: Connections whose client does not read: their frames are never written.
         self.not_reading: set[Hashable] = set()
+        #: Every event fed, each followed by the actions it caused, in order.
+        self.trace: list[ws.Event | ws.Action] = []
+        self.storage_result = storage_result
         self._busy = False
 
     # --- feeding events ---------------------------------------------------------------
 
     def feed(self, event: ws.Event) -> list[ws.Action]:
+        self.trace.append(event)
         actions = self.engine.handle(event)
+        self.trace.extend(actions)
         self.log.extend(actions)
         written: dict[Hashable, int] = defaultdict(int)
         for action in actions:
@@ -109,6 +119,8 @@ class Driver:
                 ws.StorageFailed(operation_id=action.operation_id, error=exc.error, now=self.now)
             )
         else:
+            if self.storage_result is not None:
+                result = self.storage_result(action, result)
             self.feed(
                 ws.StorageCompleted(operation_id=action.operation_id, result=result, now=self.now)
             )
