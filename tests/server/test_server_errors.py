@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trio
 from wsserver_support import TIMEOUT, client, demo_app, serving
@@ -21,6 +22,8 @@ from wsspec_core import (
     StorageFailure,
     Update,
 )
+
+pytestmark = pytest.mark.usefixtures("transport")
 
 USERS = {"type": "request", "entity": "users"}
 
@@ -115,7 +118,7 @@ async def test_hook_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
 
     @app.hook("before_create")
     async def refuse(ctx):
-        await trio.sleep(0)
+        await anyio.sleep(0)  # hooks run on the server's loop: asyncio under uvicorn
         raise HookError("unauthorized", "not allowed to create")
 
     @app.hook("before_delete")

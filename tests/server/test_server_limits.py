@@ -9,6 +9,8 @@ import trio
 import trio_websocket
 from wsserver_support import TIMEOUT, client, demo_app, memory_app, serving, wait_until
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 async def test_oversized_message_closes_1009(tmp_path: Path) -> None:
     app = memory_app(tmp_path, max_message_bytes=1000)

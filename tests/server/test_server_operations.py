@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from websockets.asyncio.client import connect
 from wsserver_support import TIMEOUT, client, demo_app, in_asyncio, memory_app, serving
+
+pytestmark = pytest.mark.usefixtures("transport")
 
 SUBSCRIBE_ACTIVE = {"filters": [{"column": "status", "operator": "eq", "value": "active"}]}
 
@@ -274,6 +277,9 @@ async def test_sqlite_reads_by_key_run_on_the_event_loop_and_the_rest_in_threads
         return recorder[0]
 
     app = demo_app(tmp_path, storage_wrapper=wrap)
+    loop_threads: set[int] = set()
+    # Plain hooks run on the server's event loop thread (uvicorn's is not the test's).
+    app.hook("before_connect")(lambda ctx: loop_threads.add(threading.get_ident()))
     with trio.fail_after(TIMEOUT):
         async with serving(app) as url, client(url) as c:
             created = await c.request("create", "users", data={"name": "Ann"})
@@ -282,7 +288,7 @@ async def test_sqlite_reads_by_key_run_on_the_event_loop_and_the_rest_in_threads
             listed = await c.request("read", "users")
             assert listed["metadata"]["total"] == 1
     threads = recorder[0].threads
-    loop_thread = threading.get_ident()
+    (loop_thread,) = loop_threads
     assert threads["ReadOne"] == {loop_thread}
     assert loop_thread not in threads["ReadList"] | threads["Create"]
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import trio
 from websockets.asyncio.client import connect
 from wsserver_support import TIMEOUT, client, demo_app, in_asyncio, memory_app, serving
+
+pytestmark = pytest.mark.usefixtures("transport")
 
 ACTIVE = {"filters": [{"column": "status", "operator": "eq", "value": "active"}]}
 

@@ -1,6 +1,10 @@
-"""Shared helpers of the end-to-end server tests: apps on SQLite files, a running server,
-and two independent clients (trio-websocket in the test's trio loop; the asyncio
-``websockets`` library in a worker thread)."""
+"""Shared helpers of the end-to-end server tests: apps on SQLite files, a running server on
+any transport, and two independent clients (trio-websocket in the test's trio loop; the
+asyncio ``websockets`` library in a worker thread).
+
+The transport is chosen per test by the ``transport`` fixture (tests/server/conftest.py):
+``trio`` (trio-websocket, in the test's trio loop), ``hypercorn`` (its trio worker, in the
+test's trio loop) and ``uvicorn`` (asyncio, in a thread of its own)."""
 
 from __future__ import annotations
 
@@ -19,11 +23,16 @@ import trio_websocket
 from wsspec import App, Limits, serve
 from wsspec.demo import make_models
 from wsspec.storage.peewee import PeeweeStorage
+from wsspec.transports.asgi_servers import bind_socket, serve_hypercorn, uvicorn_server
 
 from wsspec_core import EntityRegistry, MemoryStorage
 
 #: Seconds any single test may take; every test wraps its body in trio.fail_after(TIMEOUT).
 TIMEOUT = 20
+
+TRANSPORTS = ("trio", "uvicorn", "hypercorn")
+#: The transport serving() uses; set by the ``transport`` fixture.
+transport = "trio"
 
 
 def demo_app(tmp_path: Path, *, storage_wrapper: Any = None, **limits: Any) -> App:
@@ -84,13 +93,53 @@ async def wait_until(predicate: Callable[[], bool], interval: float = 0.01) -> N
 
 @contextlib.asynccontextmanager
 async def serving(app: App, **options: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1, a free port; yields the URL; shuts down on exit."""
-    async with trio.open_nursery() as nursery:
-        url: str = await nursery.start(partial(serve, app, "127.0.0.1", 0, **options))
+    """Serve ``app`` on 127.0.0.1, a free port, on the current transport; yields the URL;
+    shuts down on exit. ``options``: ``close_timeout``, ``shutdown_timeout``."""
+    if transport == "trio":
+        async with trio.open_nursery() as nursery:
+            url: str = await nursery.start(partial(serve, app, "127.0.0.1", 0, **options))
+            try:
+                yield url
+            finally:
+                app.request_shutdown()
+        return
+    sock = bind_socket("127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{sock.getsockname()[1]}/ws"
+    try:
+        if transport == "hypercorn":
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        serve_hypercorn,
+                        app,
+                        sock,
+                        path="/ws",
+                        shutdown_trigger=stop.wait,
+                        **options,
+                    )
+                )
+                await wait_until(lambda: app._runtime is not None and app._runtime.running)
+                try:
+                    yield url
+                finally:
+                    stop.set()
+            return
+        assert transport == "uvicorn", transport
+        server = uvicorn_server(app, path="/ws", **options)
+        thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), name="uvicorn", daemon=True
+        )
+        thread.start()
+        await wait_until(lambda: server.started or not thread.is_alive())
+        assert server.started, "uvicorn did not start"
         try:
             yield url
         finally:
-            app.request_shutdown()
+            server.should_exit = True
+            await trio.to_thread.run_sync(thread.join, TIMEOUT)
+    finally:
+        sock.close()
 
 
 class Client:

@@ -52,3 +52,19 @@ def current_scheduler() -> Schedule:
 
         return schedule_asyncio
     raise RuntimeError(f"wsspec runs on trio or asyncio, not {library}")
+
+
+def current_clock() -> Callable[[], float]:
+    """The running loop's monotonic clock, callable from loop callbacks too (where
+    ``anyio.current_time`` cannot tell which loop it is on). trio's is the one a
+    ``MockClock`` drives."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        return trio.current_time
+    if library == "asyncio":
+        import asyncio
+
+        return asyncio.get_running_loop().time
+    raise RuntimeError(f"wsspec runs on trio or asyncio, not {library}")

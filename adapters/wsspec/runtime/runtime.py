@@ -29,7 +29,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -64,6 +64,7 @@ from wsspec_core import (
 )
 from wsspec_core import ConnectionClosed as ConnectionClosedEvent
 
+from .loop import current_clock
 from .storage_lanes import Outcome, StorageLanes
 
 if TYPE_CHECKING:
@@ -192,6 +193,8 @@ class Runtime:
         self._timer_deadline: float | None = None
         self._timer_wakeup = anyio.Event()
         self._shutdown_started = False
+        #: The loop's monotonic clock, known once run() runs on it.
+        self._clock: Callable[[], float] = time.monotonic
         self._dispatch: dict[type, Callable[[Any], None]] = {
             AcceptConnection: self._on_accept,
             RejectConnection: self._on_reject,
@@ -226,10 +229,9 @@ class Runtime:
             self._feeding = False
         self._check_deadline()
 
-    @staticmethod
-    def now() -> dict[str, float]:
+    def now(self) -> dict[str, float]:
         """The two clocks every event carries (docs/core.md "Time")."""
-        return {"now": anyio.current_time(), "wall": time.time()}
+        return {"now": self._clock(), "wall": time.time()}
 
     def _check_deadline(self) -> None:
         # Wake the timer only when the deadline moved earlier; a later or vanished one is
@@ -246,6 +248,7 @@ class Runtime:
     ) -> None:
         """Run the storage lanes, the timer and the hooks' tasks until :meth:`shutdown`
         has finished (or the caller cancels)."""
+        self._clock = current_clock()
         async with anyio.create_task_group() as services:
             self._services = services
             await services.start(self.lanes.run)
@@ -256,6 +259,7 @@ class Runtime:
                 await anyio.sleep_forever()
             finally:
                 self.running = False
+                self._services = None
 
     async def shutdown(self) -> None:
         """Graceful shutdown: the engine finishes the requests it accepted and closes every
@@ -287,7 +291,7 @@ class Runtime:
             if deadline is None:
                 await self._timer_wakeup.wait()
                 continue
-            delay = deadline - anyio.current_time()
+            delay = deadline - self._clock()
             if delay > 0:
                 with anyio.move_on_after(delay):
                     await self._timer_wakeup.wait()
@@ -331,8 +335,7 @@ class Runtime:
             wakeup.set()
 
     def _on_run_hooks(self, action: RunHooks) -> None:
-        assert self._services is not None
-        self._services.start_soon(self._run_hooks, action)
+        self._spawn(self._run_hooks, action)
 
     def _on_close(self, action: CloseConnection) -> None:
         conn = self.connections.get(action.connection_id)
@@ -349,8 +352,13 @@ class Runtime:
         if wakeup is not None:
             conn.writer_wakeup = None
             wakeup.set()
-        assert self._services is not None
-        self._services.start_soon(self._close_watchdog, conn)
+        self._spawn(self._close_watchdog, conn)
+
+    def _spawn(self, function: Callable[[Any], Coroutine[Any, Any, None]], argument: Any) -> None:
+        """Start a task of the runtime's own; once the services have stopped (the very end
+        of a shutdown) there is nothing left for it to do."""
+        if self._services is not None:
+            self._services.start_soon(function, argument)
 
     def _on_pause(self, action: PauseReading) -> None:
         conn = self.connections.get(action.connection_id)

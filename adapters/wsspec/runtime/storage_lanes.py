@@ -143,6 +143,18 @@ class StorageLanes:
     def _work(self, lane: queue.SimpleQueue[RunStorage | None], schedule: Schedule) -> None:
         """A worker thread: takes the operations queued (up to STORAGE_BATCH), runs them and
         hands their outcomes to the loop in one callback, until it takes a None."""
+        try:
+            self._work_until_stopped(lane, schedule)
+        finally:
+            # Storage that holds a connection per thread (PeeweeStorage) releases this
+            # thread's: a pool would otherwise lose a slot with every server run.
+            close = getattr(self.storage, "close", None)
+            if close is not None:
+                close()
+
+    def _work_until_stopped(
+        self, lane: queue.SimpleQueue[RunStorage | None], schedule: Schedule
+    ) -> None:
         running = True
         while running:
             batch: list[RunStorage] = []

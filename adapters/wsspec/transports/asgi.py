@@ -120,9 +120,11 @@ class ASGIApp:
     handshakes on other paths with 404; ``None`` (the default, right when mounting)
     accepts every path it is given."""
 
-    def __init__(self, app: App, *, path: str | None = None) -> None:
+    def __init__(self, app: App, *, path: str | None = None, **runtime_options: Any) -> None:
         self.app = app
         self.path = path
+        #: ``close_timeout``, ``shutdown_timeout``: for the runtime the lifespan runs.
+        self.runtime_options = runtime_options
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -165,7 +167,7 @@ class ASGIApp:
             return
         started = False
         try:
-            async with self.app.running():
+            async with self.app.running(**self.runtime_options):
                 started = True
                 await send({"type": "lifespan.startup.complete"})
                 while (await receive())["type"] != "lifespan.shutdown":

@@ -1,0 +1,89 @@
+"""Running an :class:`~wsspec.App` under uvicorn or hypercorn: the settings both need
+(from the app's limits), and the runners ``wsspec demo/serve --server`` use.
+
+Both servers speak WebSocket through wsproto here (the ``server`` extra ships it, and it
+is what hypercorn uses anyway); the message size limit is the app's, so the server never
+buffers a message the engine would refuse; the server's own keepalive pings are off
+because the engine runs keepalive for every transport (they would double the traffic).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .asgi import ASGIApp
+
+if TYPE_CHECKING:
+    import hypercorn.config
+    import uvicorn
+
+    from ..runtime import App
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0 picks a free port), handed to the server, so the URL
+    is known before it starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(
+    app: App, *, path: str | None, log_level: str = "warning", **runtime_options: Any
+) -> uvicorn.Server:
+    """A ``uvicorn.Server`` for ``app`` (run it with ``server.run(sockets=[...])`` or
+    ``await server.serve(sockets=[...])``)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        ASGIApp(app, path=path, **runtime_options),
+        ws="wsproto",
+        lifespan="on",
+        ws_max_size=app.limits.max_message_bytes,
+        ws_ping_interval=None,
+        log_level=log_level,
+        access_log=False,
+    )
+    return uvicorn.Server(config)
+
+
+def hypercorn_config(app: App, sock: socket.socket) -> hypercorn.config.Config:
+    import hypercorn.config
+
+    config = hypercorn.config.Config()
+    # Hypercorn adopts the descriptor and closes it when done: give it a copy of ours.
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
+    config.websocket_max_message_size = app.limits.max_message_bytes
+    config.accesslog = None
+    return config
+
+
+async def serve_hypercorn(
+    app: App,
+    sock: socket.socket,
+    *,
+    path: str | None,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: Any = None,
+    **runtime_options: Any,
+) -> None:
+    """Serve ``app`` under hypercorn's trio worker on ``sock`` until ``shutdown_trigger``
+    returns; then hypercorn shuts down gracefully (the lifespan runs the runtime's)."""
+    import hypercorn.trio
+    import trio
+
+    asgi: Any = ASGIApp(app, path=path, **runtime_options)  # hypercorn's types are narrower
+    await hypercorn.trio.serve(
+        asgi,
+        hypercorn_config(app, sock),
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status if task_status is not None else trio.TASK_STATUS_IGNORED,
+        mode="asgi",
+    )
