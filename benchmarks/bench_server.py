@@ -75,22 +75,30 @@ def announce(url: str) -> None:
 
 
 def install_stop_handler() -> None:
-    """SIGTERM ends the process.  With ``WSSPEC_BENCH_PROFILE`` set, SIGUSR1 starts
-    cProfile on the main thread (the event loop), SIGUSR2 pauses it, and SIGTERM first
-    writes the statistics to that file: the parent profiles the timed runs only."""
-    path = os.environ.get(PROFILE_ENV)
-    profiler = None
-    if path:
+    """SIGTERM ends the process.  With ``WSSPEC_BENCH_PROFILE=STEM`` set, SIGUSR1 starts
+    cProfile on the main thread (the event loop) for the kind of run named in the file
+    ``STEM.kind``, SIGUSR2 pauses it, and SIGTERM first writes ``STEM-KIND.prof`` for each
+    kind: the parent profiles the timed runs only, each kind apart."""
+    stem = os.environ.get(PROFILE_ENV)
+    profilers: dict[str, Any] = {}
+    if stem:
         import cProfile
 
-        profiler = cProfile.Profile()
-        signal.signal(signal.SIGUSR1, lambda signum, frame: profiler.enable())
-        signal.signal(signal.SIGUSR2, lambda signum, frame: profiler.disable())
+        def resume(signum: int, frame: Any) -> None:
+            kind = Path(f"{stem}.kind").read_text().strip()
+            profilers.setdefault(kind, cProfile.Profile()).enable()
+
+        def pause(signum: int, frame: Any) -> None:
+            for profiler in profilers.values():
+                profiler.disable()
+
+        signal.signal(signal.SIGUSR1, resume)
+        signal.signal(signal.SIGUSR2, pause)
 
     def stop(signum: int, frame: Any) -> None:
-        if profiler is not None:
+        for kind, profiler in profilers.items():
             profiler.disable()
-            profiler.dump_stats(path)
+            profiler.dump_stats(f"{stem}-{kind}.prof")
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -231,6 +239,7 @@ class Server:
     process: subprocess.Popen[str]
     url: str = ""
     profile: str | None = None
+    profiled_messages: dict[str, int] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -285,7 +294,7 @@ def servers(transport: str, db_url: str, profile_dir: str | None) -> Iterator[li
     started: list[Server] = []
     try:
         for role in ("wsspec", "echo"):
-            profile = str(Path(profile_dir) / f"{transport}-{role}.prof") if profile_dir else None
+            profile = str(Path(profile_dir) / f"{transport}-{role}") if profile_dir else None
             started.append(start_server(transport, role, db_url, profile))
         for server in started:
             wait_ready(server)
@@ -373,14 +382,18 @@ class Rate:
         self.loop_cpu_us = min(self.loop_cpu_us, loop_cpu / count * 1e6)
 
 
-def timed(server: Server, run: Callable[[str], tuple[int, float, int]], rate: Rate) -> None:
+def timed(
+    server: Server, kind: str, run: Callable[[str], tuple[int, float, int]], rate: Rate
+) -> None:
     if server.profile:
+        Path(f"{server.profile}.kind").write_text(kind)
         os.kill(server.pid, signal.SIGUSR1)
     before, loop_before = cpu_seconds(server.pid)
     count, elapsed, failed = run(server.url)
     after, loop_after = cpu_seconds(server.pid)
     if server.profile:
         os.kill(server.pid, signal.SIGUSR2)
+        server.profiled_messages[kind] = server.profiled_messages.get(kind, 0) + count
     if failed:
         raise RuntimeError(f"{server.transport} {server.role}: {failed} requests failed")
     rate.add(count, elapsed, after - before, loop_after - loop_before)
@@ -407,6 +420,7 @@ class Result:
     pipelined: dict[str, Rate]
     one_at_a_time: dict[str, Rate]
     memory: dict[str, tuple[int, int]]
+    servers: list[Server] = field(default_factory=list)
 
 
 def bench_transport(transport: str, db_url: str, args: argparse.Namespace) -> Result:
@@ -421,6 +435,7 @@ def bench_transport(transport: str, db_url: str, args: argparse.Namespace) -> Re
 
     result = Result(transport, {}, {}, {})
     with servers(transport, db_url, args.profile) as started:
+        result.servers = started
         print(
             f"{transport}: "
             + ", ".join(f"{server.role} pid {server.pid} at {server.url}" for server in started),
@@ -438,9 +453,14 @@ def bench_transport(transport: str, db_url: str, args: argparse.Namespace) -> Re
             result.one_at_a_time[server.role] = Rate()
         for _ in range(args.rounds):
             for server in started:
-                timed(server, pipelined(args.seconds), result.pipelined[server.role])
+                timed(server, "pipelined", pipelined(args.seconds), result.pipelined[server.role])
             for server in started:
-                timed(server, one_at_a_time(args.seconds), result.one_at_a_time[server.role])
+                timed(
+                    server,
+                    "one-at-a-time",
+                    one_at_a_time(args.seconds),
+                    result.one_at_a_time[server.role],
+                )
     return result
 
 
@@ -450,7 +470,8 @@ def bench_transport(transport: str, db_url: str, args: argparse.Namespace) -> Re
 def report(results: list[Result], connections: int) -> str:
     lines = [
         f"{'transport':<10} {'read by id':<13} {'wsspec':>10} {'echo':>10} {'ratio':>6} "
-        f"{'target':>7}  {'CPU/msg wsspec (loop)':>22} {'echo':>6}"
+        f"{'target':>7}      {'server CPU per message: wsspec (loop)':>38} {'echo':>6} "
+        f"{'ratio':>6}"
     ]
     for result in results:
         targets = TARGETS[result.transport]
@@ -463,8 +484,9 @@ def report(results: list[Result], connections: int) -> str:
             verdict = "ok" if ratio >= target else "LOW"
             lines.append(
                 f"{result.transport:<10} {name:<13} {wsspec.per_second:>8,.0f}/s "
-                f"{echo.per_second:>8,.0f}/s {ratio:>5.2f}x {target:>5.2f}x {verdict:<3} "
-                f"{wsspec.cpu_us:>7.0f} us ({wsspec.loop_cpu_us:>4.0f} us) {echo.cpu_us:>5.0f} us"
+                f"{echo.per_second:>8,.0f}/s {ratio:>5.2f}x {target:>5.2f}x {verdict:<4} "
+                f"{wsspec.cpu_us:>28.0f} us ({wsspec.loop_cpu_us:>3.0f}) {echo.cpu_us:>3.0f} us "
+                f"{echo.cpu_us / wsspec.cpu_us:>5.2f}x"
             )
     lines.append("")
     lines.append(
@@ -524,32 +546,37 @@ def area(filename: str, function: str) -> str:
     return "other Python (stdlib)"
 
 
-def print_profiles(profile_dir: str, transports: list[str]) -> None:
+def print_profiles(results: list[Result]) -> None:
     """Where each server's event loop thread spent its time during the timed runs (the
     profiler slows everything down about 3x: read the shares, not the seconds)."""
+    for server in (server for result in results for server in result.servers):
+        for kind, messages in server.profiled_messages.items():
+            print_profile(server, kind, messages)
+
+
+def print_profile(server: Server, kind: str, messages: int) -> None:
     import collections
     import pstats
 
-    for transport in transports:
-        for role in ("wsspec", "echo"):
-            path = Path(profile_dir) / f"{transport}-{role}.prof"
-            if not path.exists():
-                print(f"\n(no profile written for {transport} {role})")
-                continue
-            stats = pstats.Stats(str(path))
-            areas: collections.Counter[str] = collections.Counter()
-            for (filename, _, function), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-                areas[area(filename, function)] += own
-            waiting = areas.pop("WAITING in epoll", 0.0)
-            busy = sum(areas.values())
-            print(
-                f"\n=== {transport} {role} server, event loop thread, timed runs: "
-                f"{busy:.2f} s busy (profiled), {waiting:.2f} s waiting in epoll ==="
-            )
-            for name, seconds in areas.most_common():
-                if seconds / busy >= 0.01:
-                    print(f"  {seconds / busy:6.1%}  {name}")
-            stats.sort_stats("tottime").print_stats(20)
+    transport, role = server.transport, server.role
+    path = Path(f"{server.profile}-{kind}.prof")
+    if not path.exists():
+        print(f"\n(no profile written for {transport} {role} {kind})")
+        return
+    stats = pstats.Stats(str(path))
+    areas: collections.Counter[str] = collections.Counter()
+    for (filename, _, function), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        areas[area(filename, function)] += own
+    waiting = areas.pop("WAITING in epoll", 0.0)
+    busy = sum(areas.values())
+    print(
+        f"\n=== {transport} {role} server, {kind} runs, event loop thread: {messages:,} "
+        f"messages, {busy:.2f} s busy, {waiting:.2f} s waiting in epoll (profiled) ==="
+    )
+    for name, seconds in areas.most_common():
+        if seconds / busy >= 0.01:
+            print(f"  {seconds / busy:6.1%} {seconds / messages * 1e6:6.1f} us/msg  {name}")
+    stats.sort_stats("tottime").print_stats(20)
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -605,7 +632,7 @@ def main() -> None:
         f"{args.rows} rows; benchmark took {time.perf_counter() - began:.0f} s)"
     )
     if args.profile:
-        print_profiles(args.profile, transports)
+        print_profiles(results)
 
 
 if __name__ == "__main__":
