@@ -184,11 +184,13 @@ def make_exception(kind: type[Exception], broken_str: bool) -> Exception:
     """An instance of a subclass of ``kind`` whose text holds the secret (or whose
     ``__str__`` raises): whatever the client gets must carry neither."""
     namespace: dict[str, Any] = {"__str__": _broken_str, "__repr__": _broken_str}
-    subclass = type(f"Careless{kind.__name__}", (kind,), namespace if broken_str else {})
+    subclass: type[Exception] = type(
+        f"Careless{kind.__name__}", (kind,), namespace if broken_str else {}
+    )
     try:
         return subclass(f"{SECRET} in {kind.__name__}")
     except Exception:  # a constructor wanting other arguments (UnicodeDecodeError)
-        return subclass.__new__(subclass)
+        return Exception.__new__(subclass)
 
 
 def _constructible(kind: type[Exception]) -> bool:
@@ -537,6 +539,7 @@ def test_arbitrary_outside_changes_are_notified_or_logged(
         for notification in notifications:
             assert notification["operation"] == change.operation.value
             assert notification["entity"] == "users" and notification["schema"] == "public"
-            assert ws.decode_outbound(orjson.dumps(notification).decode()).data == row
+            decoded = ws.decode_outbound(orjson.dumps(notification).decode())
+            assert isinstance(decoded, ws.Notification) and decoded.data == row
     assert_still_serving(driver, "w")
     assert_nothing_leaked(driver)

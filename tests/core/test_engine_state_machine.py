@@ -154,6 +154,8 @@ class EngineMachine(RuleBasedStateMachine):
         #: Commits of a connection's own write whose response it has not been sent yet.
         self.owed_response: dict[Hashable, set[int]] = {}
         self.backlog: Counter[Hashable] = Counter()
+        #: The write response just sent released the notifications held behind it.
+        self.released_held: dict[Hashable, bool] = {}
         self.ever_not_reading: set[Hashable] = set()
         self.storage_conn: dict[int, Hashable] = {}
         self.hook_calls: dict[int, ws.RunHooks] = {}
@@ -191,6 +193,7 @@ class EngineMachine(RuleBasedStateMachine):
                 self.outside_committed(item)
             elif isinstance(item, ws.FramesWritten):
                 current = None
+                self.released_held.pop(item.connection_id, None)
                 self.backlog[item.connection_id] -= item.count
                 assert self.backlog[item.connection_id] >= 0
             elif isinstance(item, ws.ConnectionClosed):
@@ -222,7 +225,11 @@ class EngineMachine(RuleBasedStateMachine):
                 # which a client that reads what it is sent never makes it do.
                 assert self.backlog[conn] > self.limits.outbound_queue, self.backlog[conn]
                 assert action.discard_queued
-                assert conn in self.ever_not_reading, "a reading client was closed 1008"
+                if conn not in self.ever_not_reading:
+                    # Known engine bug (test_held_notifications_burst_closes_a_reading_client):
+                    # a write's held notifications are released in one batch, however many.
+                    assert self.released_held.get(conn), "a reading client was closed 1008"
+                    event("known bug: a reading client closed by a burst of held frames")
             self.forget(conn)
             closing.append(conn)
         elif isinstance(action, ws.RunStorage):
@@ -254,7 +261,8 @@ class EngineMachine(RuleBasedStateMachine):
             self.notified.setdefault(sub, []).append(commit)
             return
         # A response or a pong, in request order: the first after a write is its own.
-        self.owed_response.pop(conn, None)
+        if self.owed_response.pop(conn, None):
+            self.released_held[conn] = True
         message_id = str(message.id)
         self.answered.setdefault(conn, []).append(message_id)
         if not isinstance(message, ws.Response):
@@ -615,10 +623,38 @@ class EngineMachine(RuleBasedStateMachine):
 
 
 EngineMachine.TestCase.settings = settings(
-    max_examples=80,
+    max_examples=150,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_engine_state_machine = EngineMachine.TestCase
-_ = pytest  # xfail markers go here when the machine finds an engine bug
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: a write's held notifications leave in one batch of any size, so a "
+    "client that reads everything is closed 1008 when more than outbound_queue pile up "
+    "behind its own write's after-hooks",
+)
+def test_held_notifications_burst_closes_a_reading_client() -> None:
+    """Minimal sequence found by the machine (Limits(max_in_flight=2, max_queued=3,
+    outbound_queue=10), one after_create hook): connection 1 holds three subscriptions to
+    every users change and creates a row; while its after_create hook runs, three rows
+    are created elsewhere (ChangeCommitted). Its own three notifications and the nine
+    others are held behind its response; HooksCompleted then sends the response and the
+    twelve notifications in one action list, the backlog reaches 13 > 10 before the
+    adapter can report a single frame written, and the engine closes the connection
+    1008 although it has read every frame it was ever sent (Limits.outbound_queue: "a
+    client that reads what it is sent is never closed")."""
+    machine = EngineMachine()
+    first, _second = machine.setup().values
+    machine.subscribe(first, ("age_gt", 0))
+    machine.subscribe(first, ("status", "idle"))
+    machine.register_hook((ws.HookType.AFTER_CREATE, passthrough))
+    machine.write(first, "create", 1, "idle", 2)
+    machine.run_storage(machine.driver.storage_pending.popleft())
+    for _ in range(3):
+        machine.outside_change(ws.Operation.CREATE, 1, "idle", 2)
+    machine.run_hooks(machine.driver.hooks_pending.popleft())
+    assert first not in machine.driver.closed, machine.driver.closed[first]
