@@ -1,4 +1,4 @@
-"""``wsspec demo``: the example models of the Go README, served over SQLite or PostgreSQL.
+"""The demo application: the example models of the Go README, on SQLite or PostgreSQL.
 
 ``public.users`` (id, name, email, status) and ``public.posts`` (id, title, content,
 user_id -> users; relation ``user``, and ``posts`` on users).  :func:`build_app` is also a
@@ -7,15 +7,11 @@ ready example of what ``wsspec serve`` expects: ``wsspec serve wsspec.demo:build
 
 from __future__ import annotations
 
-import argparse
-
 import peewee
 
 from . import App
-from ._server_command import add_server_arguments, configure_logging, run_app
 from .storage.peewee import PeeweeStorage
 
-HELP = "serve the Go README's example models (public.users, public.posts)"
 DEFAULT_DB = "sqlite:///wsspec-demo.db"
 
 
@@ -54,13 +50,3 @@ def build_app(db_url: str | None = None) -> App:
     storage.register("public.users", user)
     storage.register("public.posts", post)
     return App(storage)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_server_arguments(parser, default_db=DEFAULT_DB)
-
-
-def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
-    app = build_app(args.db)
-    return run_app(app, name="demo", host=args.host, port=args.port, path=args.path)

@@ -12,8 +12,8 @@ import importlib
 from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("wsspec.demo", "serve the example users/posts models of the Go README"),
-    "serve": ("wsspec._server_command", "serve your own app (MODULE:ATTR)"),
+    "demo": ("wsspec.cli.demo", "serve the example users/posts models of the Go README"),
+    "serve": ("wsspec.cli.serve", "serve your own app (MODULE:ATTR)"),
     "fuzz": ("wsspec.testing.fuzz.command", "check a running server's protocol conformance"),
 }
 
@@ -36,7 +36,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status: int = args._run(args)
     return status
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

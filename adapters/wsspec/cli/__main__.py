@@ -1,0 +1,5 @@
+"""``python -m wsspec.cli``: the ``wsspec`` command."""
+
+from . import main
+
+raise SystemExit(main())
