@@ -216,6 +216,12 @@ class _Connection:
     held: list[str] | None = None
     #: Frames sent and not yet reported written (``FramesWritten``).
     backlog: int = 0
+    #: Room beyond Limits.outbound_queue for a burst of held notifications just released:
+    #: the client could not have read them while they were held. Shrinks as frames are
+    #: written.
+    burst_allowance: int = 0
+    #: Why the connection is to be closed as a slow consumer, once this event is done.
+    overflow: str | None = None
     last_seen: float = 0.0
     ping_sent_at: float | None = None
     tokens: float = 0.0
@@ -254,7 +260,7 @@ class Engine:
         self._storage_pending: dict[int, _Run] = {}
         self._hooks_pending: dict[int, tuple[_Run | None, HookContext, _Continuation]] = {}
         self._out: list[Action] = []
-        #: Connections whose backlog passed Limits.outbound_queue during this event.
+        #: Connections found slow consumers during this event (their ``overflow`` says why).
         self._overflowed: list[_Connection] = []
         self._now = 0.0
         self._wall = 0.0
@@ -422,31 +428,42 @@ class Engine:
     def _send(self, conn: _Connection, frame: str) -> None:
         """Ask for ``frame`` to be sent, and count it in the connection's backlog.
 
-        A backlog past ``Limits.outbound_queue`` means the client is not reading what it
-        is sent: the connection is closed once this event's actions are complete (closing
-        here would change the runs being flushed)."""
+        A backlog past ``Limits.outbound_queue`` (plus the allowance of a burst of held
+        notifications) means the client is not reading what it is sent: the connection is
+        closed once this event's actions are complete (closing here would change the runs
+        being flushed)."""
         self._out.append(Send(connection_id=conn.id, frame=frame))
         conn.backlog += 1
-        if conn.backlog == self.limits.outbound_queue + 1:
+        if conn.backlog > self.limits.outbound_queue + conn.burst_allowance:
+            self._slow_consumer(conn, "outbound queue full: client is not reading")
+
+    def _hold(self, conn: _Connection, frame: str) -> None:
+        """Hold a notification behind the connection's own write response; more than
+        ``Limits.outbound_queue`` of them is a client that cannot keep up (its own write's
+        hooks take that long) and closes it like a full queue: held frames are memory too."""
+        assert conn.held is not None
+        conn.held.append(frame)
+        if len(conn.held) > self.limits.outbound_queue:
+            self._slow_consumer(conn, "notifications backed up: client is not keeping up")
+
+    def _slow_consumer(self, conn: _Connection, reason: str) -> None:
+        if conn.overflow is None:
+            conn.overflow = reason
             self._overflowed.append(conn)
 
     def _close_slow_consumers(self) -> None:
         overflowed, self._overflowed = self._overflowed, []
         for conn in overflowed:
-            if conn.state is _ConnState.OPEN:
+            if conn.state is _ConnState.OPEN and conn.overflow is not None:
                 # Its queued frames cannot reach it before the close frame: drop them.
-                self._close(
-                    conn,
-                    CLOSE_POLICY_VIOLATION,
-                    "outbound queue full: client is not reading",
-                    discard_queued=True,
-                )
+                self._close(conn, CLOSE_POLICY_VIOLATION, conn.overflow, discard_queued=True)
 
     def _on_frames_written(self, event: FramesWritten) -> None:
         conn = self._connections.get(event.connection_id)
         if conn is None:
             return
         conn.backlog = max(0, conn.backlog - event.count)
+        conn.burst_allowance = max(0, conn.burst_allowance - event.count)
         if conn.paused:
             self._update_reading(conn)
 
@@ -736,9 +753,10 @@ class Engine:
             sent += 1
             self._send(conn, run.response)
             if run.committed and conn.held is not None:
-                for frame in conn.held:
+                held, conn.held = conn.held, None
+                conn.burst_allowance += len(held)
+                for frame in held:
                     self._send(conn, frame)
-                conn.held = None
         if sent:
             del conn.runs[:sent]
             self._update_reading(conn)
@@ -1101,7 +1119,7 @@ class Engine:
                 )
                 return
             if conn.held is not None:
-                conn.held.append(frame)
+                self._hold(conn, frame)
             else:
                 self._send(conn, frame)
 

@@ -261,8 +261,10 @@ def _wsspec_server(*arguments: str) -> Iterator[str]:
             process.wait()
 
 
-def test_passes_against_the_demo_server(tmp_path: Path) -> None:
-    with _wsspec_server("demo", "--db", f"sqlite:///{tmp_path / 'demo.sqlite3'}") as url:
+@pytest.mark.parametrize("server", ["trio", "uvicorn", "hypercorn"])
+def test_passes_against_the_demo_server(tmp_path: Path, server: str) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    with _wsspec_server("demo", "--db", db, "--server", server) as url:
         status, output = run_fuzz(url, *FAST)
     assert status == 0, output
     assert "PASSED: 5 properties on 2 entities" in output

@@ -721,6 +721,54 @@ def test_a_pipelining_client_that_reads_is_never_closed_and_reading_pauses() -> 
     assert "a" not in d.paused  # 32 left
 
 
+def test_a_burst_of_held_notifications_has_room_of_its_own() -> None:
+    """Notifications held behind a client's own write leave together with its response;
+    the client could not read them while they were held, so the burst does not count
+    against outbound_queue (docs/core.md "Flow control")."""
+    hooks = ws.HookRegistry()
+    hooks.register("after_create", lambda ctx: None)
+    d = make(hooks=hooks, auto=False, outbound_queue=4, max_in_flight=1, max_queued=1)
+    d.send("a", {"id": "s", "type": "subscription", "operation": "subscribe", "entity": "users"})
+    d.run_pending()
+    d.not_reading.add("a")  # from here a's frames are not reported written at once
+    d.send(
+        "a",
+        {
+            "id": "w",
+            "type": "request",
+            "operation": "create",
+            "entity": "users",
+            "data": {"name": "own"},
+        },
+    )
+    d.finish_storage(d.storage_pending.popleft())  # committed; after_create pending
+    for n in range(3):  # three more changes while a's hook runs: held behind its response
+        d.feed(
+            ws.ChangeCommitted(
+                schema=None,
+                entity="users",
+                operation=ws.Operation.CREATE,
+                row={"id": 100 + n, "name": f"o{n}"},
+                now=d.now,
+            )
+        )
+    d.finish_hooks(d.hooks_pending.popleft())  # response + 4 held frames: backlog 5 > 4
+    assert "a" not in d.closed
+    assert [m.get("id") for m in d.take("a")][:2] == ["s", "w"]
+    d.feed(ws.FramesWritten(connection_id="a", count=5, now=d.now))
+    for n in range(5):  # the allowance is spent as the burst is written: 4 fit, then 1008
+        d.feed(
+            ws.ChangeCommitted(
+                schema=None,
+                entity="users",
+                operation=ws.Operation.CREATE,
+                row={"id": 200 + n, "name": f"p{n}"},
+                now=d.now,
+            )
+        )
+    assert d.closed["a"] == (1008, "outbound queue full: client is not reading")
+
+
 @pytest.mark.parametrize(
     "limits",
     [

@@ -36,7 +36,9 @@ def load_app(target: str, db_url: str | None) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise  # the app's own imports: its traceback is what helps
-        raise SystemExit(f"wsspec serve: no module named {module_name!r} (run from its folder)")
+        raise SystemExit(
+            f"wsspec serve: no module named {module_name!r} (run from its folder)"
+        ) from None
     obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part)

@@ -7,6 +7,7 @@ Imported only when such a subcommand runs: it needs the ``server`` extra.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -98,10 +99,8 @@ def _run_uvicorn(app: App, name: str, args: argparse.Namespace) -> None:
     # WebSockets (1012) and runs the lifespan's shutdown; then it raises the signal again
     # with the handlers it found. Those end the process quietly, as the other servers do.
     signal.signal(signal.SIGTERM, _exit_quietly)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
