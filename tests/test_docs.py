@@ -1,8 +1,12 @@
 """The documentation's runnable examples run, and say what the docs claim they say."""
 
+import os
 import pathlib
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import orjson
 
@@ -70,3 +74,45 @@ def test_asyncio_example_serves_two_clients() -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_starlette_example_serves_the_protocol_beside_other_routes(tmp_path: pathlib.Path) -> None:
+    """The command docs/examples/starlette_mount.py gives, run as written (with a free port)."""
+    from websockets.sync.client import connect
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    example = (ROOT / "docs/examples/starlette_mount.py").read_text()
+    (written,) = [line for line in example.splitlines() if line.startswith("    uvicorn ")]
+    command = written.split()
+    assert command[-2] == "--port"
+    command[-1] = str(port)
+    server = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        env={**os.environ, "WSSPEC_DB": f"sqlite:///{tmp_path / 'mount.db'}"},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as page:
+                    assert page.read() == b"0 WebSocket clients connected\n"
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.1)
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+            ws.send(
+                '{"id":"c","type":"request","operation":"create","entity":"users",'
+                '"data":{"name":"Ann"}}'
+            )
+            created = orjson.loads(ws.recv(timeout=10))
+            assert created["success"] is True and created["data"]["name"] == "Ann"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                assert page.read() == b"1 WebSocket clients connected\n"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -1,8 +1,10 @@
-"""wsspec_core on asyncio, with the `websockets` library: the engine in another event loop.
+"""A custom transport: wsspec on asyncio with the ``websockets`` library.
 
-The adapter below is the whole binding: it decodes nothing and decides nothing; it feeds
-events to the engine and carries out the actions through one ``match``. Storage is the
-in-memory backend, run inline (it never blocks); a real backend would go to a thread pool.
+A transport only moves frames. Everything else (flow control, storage lanes, hooks,
+keepalive, shutdown) is the runtime's, shared by every transport (docs/server.md "Writing
+a transport"). This one implements the five verbs of ``wsspec.runtime.Transport`` on a
+``websockets`` connection, and routes the handshake through ``process_request`` so that a
+``before_connect`` refusal is a real HTTP 403.
 
     python docs/examples/asyncio_server.py [--port 8765]
 
@@ -13,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import inspect
-import itertools
-import time
-from collections.abc import Coroutine
-from http import HTTPStatus
-from typing import Any
+from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from wsspec import App
+from wsspec.runtime import Runtime, TransportClosed
 
 import wsspec_core as ws
 
@@ -44,181 +42,115 @@ USERS = ws.Entity(
     ],
 )
 
-CLOSE = object()  # queued after the frames that must leave before the close frame
 
+class WebsocketsTransport:
+    """One ``websockets`` connection as the runtime sees it."""
 
-class Client:
-    def __init__(self, queue_size: int) -> None:
-        self.decided: asyncio.Future[ws.Action] = asyncio.get_running_loop().create_future()
-        self.outbound: asyncio.Queue[object] = asyncio.Queue(queue_size)
-        self.may_read = asyncio.Event()
-        self.may_read.set()
-        self.close: tuple[int, str] = (1000, "")
-        self.websocket: ServerConnection | None = None
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        #: The runtime's answer to the handshake: None to accept, (status, reason) to refuse.
+        self.decision: asyncio.Future[tuple[int, str] | None] = loop.create_future()
+        #: The connection, once websockets has completed the handshake.
+        self.connected: asyncio.Future[ServerConnection] = loop.create_future()
+        self.ws: ServerConnection | None = None
 
-
-class AsyncioAdapter:
-    def __init__(self, engine: ws.Engine, storage: ws.MemoryStorage) -> None:
-        self.engine = engine
-        self.storage = storage
-        self.clients: dict[int, Client] = {}
-        self.ids = itertools.count(1)
-        self.connection_ids: dict[ServerConnection, int] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def feed(self, event: ws.Event) -> None:
-        for action in self.engine.handle(event):
-            self.carry_out(action)
-
-    def later(self, event: ws.Event) -> None:
-        """Feed after the current action list (actions are carried out in order)."""
-        asyncio.get_running_loop().call_soon(self.feed, event)
-
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def carry_out(self, action: ws.Action) -> None:
-        now = time.time()
-        client = self.clients.get(getattr(action, "connection_id", None))  # type: ignore[arg-type]
-        match action:
-            case ws.AcceptConnection() | ws.RejectConnection():
-                if client is not None and not client.decided.done():
-                    client.decided.set_result(action)
-            case ws.Send():
-                if client is not None:
-                    try:
-                        client.outbound.put_nowait(ws.encode(action.message))
-                    except asyncio.QueueFull:
-                        self.later(
-                            ws.OutboundQueueFull(connection_id=action.connection_id, now=now)
-                        )
-            case ws.CloseConnection():
-                if client is not None:
-                    client.close = (action.code, action.reason)
-                    while client.outbound.full():  # a client that does not read loses them
-                        client.outbound.get_nowait()
-                    client.outbound.put_nowait(CLOSE)
-            case ws.RunStorage():
-                try:
-                    result = self.storage.execute(action.operation)
-                except ws.StorageFailure as exc:
-                    self.later(
-                        ws.StorageFailed(operation_id=action.operation_id, error=exc.error, now=now)
-                    )
-                else:
-                    self.later(
-                        ws.StorageCompleted(
-                            operation_id=action.operation_id, result=result, now=now
-                        )
-                    )
-            case ws.RunHooks():
-                self.spawn(self.run_hooks(action))
-            case ws.PauseReading():
-                if client is not None:
-                    client.may_read.clear()
-            case ws.ResumeReading():
-                if client is not None:
-                    client.may_read.set()
-            case ws.SendPing():
-                if client is not None and client.websocket is not None:
-                    self.spawn(self.ping(action.connection_id, client.websocket))  # type: ignore[arg-type]
-
-    async def run_hooks(self, action: ws.RunHooks) -> None:
+    async def accept(self) -> None:
+        self.decision.set_result(None)
         try:
-            for hook in action.hooks:
-                outcome = hook(action.context)
-                if inspect.isawaitable(outcome):
-                    await outcome
-        except Exception as exc:
-            error = ws.hook_failure(exc)
-            status = getattr(exc, "status", 403)
-            self.feed(
-                ws.HooksFailed(call_id=action.call_id, error=error, status=status, now=time.time())
-            )
-        else:
-            self.feed(ws.HooksCompleted(call_id=action.call_id, now=time.time()))
+            self.ws = await asyncio.wait_for(self.connected, 10)
+        except TimeoutError:  # the client left during the handshake
+            raise TransportClosed from None
 
-    async def ping(self, connection_id: int, websocket: ServerConnection) -> None:
+    async def reject(self, status: int, reason: str) -> None:
+        self.decision.set_result((status, reason))
+
+    async def receive(self) -> str | bytes | None:
+        assert self.ws is not None
         try:
-            await (await websocket.ping())
+            return await self.ws.recv()
         except ConnectionClosed:
-            return
-        self.feed(ws.PongReceived(connection_id=connection_id, now=time.time()))
+            return None
 
-    async def process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        """The handshake: ``before_connect`` hooks decide before the 101 is sent."""
-        connection_id = next(self.ids)
-        client = self.clients[connection_id] = Client(self.engine.limits.outbound_queue)
-        path, _, query = request.path.partition("?")
-        info = ws.RequestInfo(
-            path=path,
-            query=query,
-            headers=tuple(request.headers.raw_items()),
-            remote_address="{}:{}".format(*connection.remote_address[:2]),
+    async def send(self, frames: Sequence[str]) -> None:
+        assert self.ws is not None
+        try:
+            for frame in frames:
+                await self.ws.send(frame)
+        except ConnectionClosed:
+            raise TransportClosed from None
+
+    async def close(self, code: int, reason: str) -> None:
+        assert self.ws is not None
+        await self.ws.close(code, reason)
+
+    async def ping(self) -> None:
+        assert self.ws is not None
+        try:
+            await (await self.ws.ping())
+        except ConnectionClosed:
+            raise TransportClosed from None
+
+    def closed_by_peer(self) -> str:
+        code = self.ws.close_code if self.ws is not None else None
+        return "dropped" if code is None else f"code {code}"
+
+
+def request_info(connection: ServerConnection, request: Request) -> ws.RequestInfo:
+    path, _, query = request.path.partition("?")
+    host, port = connection.remote_address[:2]
+    return ws.RequestInfo(
+        path=path,
+        query=query,
+        headers=tuple(request.headers.raw_items()),
+        remote_address=f"{host}:{port}",
+    )
+
+
+async def serve_app(app: App, port: int) -> None:
+    transports: dict[ServerConnection, WebsocketsTransport] = {}
+    running: set[asyncio.Task[None]] = set()
+
+    def start(runtime: Runtime, connection: ServerConnection, request: Request) -> None:
+        transport = transports[connection] = WebsocketsTransport()
+        task = asyncio.create_task(
+            runtime.run_connection(transport, request_info(connection, request))
         )
-        self.connection_ids[connection] = connection_id
-        self.feed(ws.ConnectionOpened(connection_id=connection_id, request=info, now=time.time()))
-        decision = await client.decided
-        if isinstance(decision, ws.RejectConnection):
-            del self.clients[connection_id], self.connection_ids[connection]
-            self.feed(ws.ConnectionClosed(connection_id=connection_id, now=time.time()))
-            return connection.respond(HTTPStatus(decision.status), decision.reason + "\n")
-        return None
+        running.add(task)
+        task.add_done_callback(running.discard)
 
-    async def handler(self, websocket: ServerConnection) -> None:
-        connection_id = self.connection_ids.pop(websocket)
-        client = self.clients[connection_id]
-        client.websocket = websocket
-        writer = asyncio.ensure_future(self.write(websocket, client))
-        try:
-            while True:
-                await client.may_read.wait()
-                data = await websocket.recv()
-                self.feed(
-                    ws.MessageReceived(connection_id=connection_id, data=data, now=time.time())
-                )
-        except ConnectionClosed:
-            pass
-        finally:
-            writer.cancel()
-            del self.clients[connection_id]
-            self.feed(ws.ConnectionClosed(connection_id=connection_id, now=time.time()))
+    async with app.running() as runtime:
 
-    async def write(self, websocket: ServerConnection, client: Client) -> None:
-        while (frame := await client.outbound.get()) is not CLOSE:
-            assert isinstance(frame, str)
-            await websocket.send(frame)  # one protocol message, one frame
-        await websocket.close(*client.close)
+        async def process_request(
+            connection: ServerConnection, request: Request
+        ) -> Response | None:
+            start(runtime, connection, request)
+            decision = await transports[connection].decision
+            if decision is None:
+                return None  # websockets completes the handshake, then calls handler()
+            transports.pop(connection)
+            status, reason = decision
+            return connection.respond(status, reason)
 
-    async def timer(self) -> None:
-        while True:
-            deadline = self.engine.next_deadline()
-            await asyncio.sleep(1.0 if deadline is None else max(0.0, deadline - time.time()))
-            self.feed(ws.TimePassed(now=time.time()))
+        async def handler(connection: ServerConnection) -> None:
+            transport = transports.pop(connection)
+            transport.connected.set_result(connection)
+            await connection.wait_closed()  # the runtime runs the connection meanwhile
+
+        async with serve(handler, "127.0.0.1", port, process_request=process_request) as server:
+            bound = next(iter(server.sockets)).getsockname()[1]
+            print(f"listening on ws://127.0.0.1:{bound}/", flush=True)
+            await asyncio.Future()  # until interrupted
 
 
-async def main(port: int) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8765)
+    port = parser.parse_args().port
     registry = ws.EntityRegistry([USERS])
-    adapter = AsyncioAdapter(ws.Engine(registry), ws.MemoryStorage(registry))
-    async with serve(
-        adapter.handler,
-        "127.0.0.1",
-        port,
-        process_request=adapter.process_request,
-        ping_interval=None,  # keepalive is the engine's (SendPing)
-        max_size=adapter.engine.limits.max_message_bytes,
-    ) as server:
-        bound = server.sockets[0].getsockname()[1]
-        print(f"listening on ws://127.0.0.1:{bound}/", flush=True)
-        await adapter.timer()
+    # MemoryStorage never blocks: run it inline (storage_threads=0).
+    app = App(ws.MemoryStorage(registry), registry=registry, storage_threads=0)
+    asyncio.run(serve_app(app, port))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(parser.parse_args().port))
+    main()

@@ -1,8 +1,10 @@
 """Drive wsspec_core from a plain synchronous loop: no event loop, no sockets.
 
 Two "clients" are just lists of frames. The loop hands the engine events and carries out
-the actions it returns: Send prints the frame, RunStorage runs the operation on the
-in-memory backend and reports back, RunHooks calls plain hooks. Run it:
+the actions it returns: Send prints the frame (and reports it written, so the engine's
+flow control sees a client that reads everything), RunStorage runs the operation on the
+in-memory backend and reports back, RunHooks calls plain hooks. Every event carries the
+monotonic clock as ``now`` and the wall clock as ``wall`` (docs/core.md "Time"). Run it:
 
     python docs/examples/sync_loop.py
 """
@@ -46,11 +48,16 @@ storage = ws.MemoryStorage(registry)
 events: deque[ws.Event] = deque()
 
 
+def clocks() -> dict[str, float]:
+    return {"now": time.monotonic(), "wall": time.time()}
+
+
 def carry_out(action: ws.Action) -> None:
     """The whole adapter: one branch per action type."""
-    now = time.time()
+    now = clocks()["now"]
     if isinstance(action, ws.Send):
-        print(f"-> client {action.connection_id}: {ws.encode(action.message)}")
+        print(f"-> client {action.connection_id}: {action.frame}")
+        events.append(ws.FramesWritten(connection_id=action.connection_id, count=1, **clocks()))
     elif isinstance(action, ws.RunStorage):
         try:
             result = storage.execute(action.operation)
@@ -74,6 +81,8 @@ def carry_out(action: ws.Action) -> None:
         print(f"client {action.connection_id} accepted")
     elif isinstance(action, ws.CloseConnection | ws.RejectConnection):
         print(f"client {action.connection_id} closed: {action}")
+    elif isinstance(action, ws.Log):
+        print(f"log ({action.level}): {action.message}")
     # PauseReading / ResumeReading / SendPing: nothing to do without a real socket.
 
 
@@ -115,14 +124,10 @@ frames: dict[str, list[dict[str, object]]] = {
 }
 
 for client in frames:
-    run(
-        ws.ConnectionOpened(
-            connection_id=client, request=ws.RequestInfo(path="/ws"), now=time.time()
-        )
-    )
+    run(ws.ConnectionOpened(connection_id=client, request=ws.RequestInfo(path="/ws"), **clocks()))
 for client, messages in frames.items():
     for message in messages:
-        run(ws.MessageReceived(connection_id=client, data=json.dumps(message), now=time.time()))
+        run(ws.MessageReceived(connection_id=client, data=json.dumps(message), **clocks()))
 for client in frames:
-    run(ws.ConnectionClosed(connection_id=client, now=time.time()))
+    run(ws.ConnectionClosed(connection_id=client, **clocks()))
 print(f"open connections: {engine.connection_count}, subscriptions: {engine.subscription_count}")
