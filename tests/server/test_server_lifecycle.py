@@ -178,33 +178,44 @@ async def test_cancelling_serve_shuts_down_gracefully(tmp_path: Path) -> None:
                 assert closed.value.reason.code == 1001
 
 
-async def test_keepalive_pings_are_answered(tmp_path: Path) -> None:
-    app = memory_app(tmp_path, keepalive_interval=0.05, keepalive_timeout=0.2)
-    with trio.fail_after(TIMEOUT):
+async def test_keepalive_pings_are_answered(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    """Ten minutes of silence on trio's MockClock (no real time passes): the default
+    keepalive pings every 30 s, the client library answers, the connection stays."""
+    app = memory_app(tmp_path)
+    with trio.fail_after(TIMEOUT * 60):
         async with serving(app) as url, client(url) as c:
-            await trio.sleep(0.6)  # several keepalive rounds, answered by the client library
+            await trio.sleep(600)
             assert (await c.request("read", "users"))["success"]
             assert app.connection_count == 1
 
 
-async def test_client_that_never_answers_pings_is_closed_1011(tmp_path: Path) -> None:
-    app = memory_app(tmp_path, keepalive_interval=0.05, keepalive_timeout=0.2)
-    with trio.fail_after(TIMEOUT):
+async def test_client_that_never_answers_pings_is_closed_1011(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A peer that never answers: pinged after the interval of silence, closed after the
+    timeout, on the monotonic clock the runtime reads (here trio's MockClock)."""
+    app = memory_app(tmp_path, keepalive_interval=30.0, keepalive_timeout=20.0)
+    with trio.fail_after(TIMEOUT * 60):
         async with serving(app) as url:
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
             await stream.send_all(conn.send(wsproto.events.Request(host="localhost", target="/ws")))
-            seen = []
-            while not any(isinstance(e, wsproto.events.CloseConnection) for e in seen):
+            start = trio.current_time()
+            seen: list[tuple[float, object]] = []
+            while not any(isinstance(e, wsproto.events.CloseConnection) for _, e in seen):
                 data = await stream.receive_some()
                 if not data:
                     break
                 conn.receive_data(data)
-                seen.extend(conn.events())  # pings are deliberately left unanswered
-            assert isinstance(seen[0], wsproto.events.AcceptConnection)
-            assert any(isinstance(e, wsproto.events.Ping) for e in seen)
-            close = seen[-1]
+                # Pings are deliberately left unanswered.
+                seen.extend((trio.current_time() - start, e) for e in conn.events())
+            assert isinstance(seen[0][1], wsproto.events.AcceptConnection)
+            (ping_at,) = [at for at, e in seen if isinstance(e, wsproto.events.Ping)]
+            close_at, close = seen[-1]
+            # The engine's sweep runs every half of the shorter period (10 s here).
+            assert 30.0 <= ping_at <= 40.0
+            assert 20.0 <= close_at - ping_at <= 30.0
             assert isinstance(close, wsproto.events.CloseConnection) and close.code == 1011
             await stream.aclose()
             await wait_until(lambda: app.connection_count == 0)
