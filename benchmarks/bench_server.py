@@ -1,7 +1,7 @@
 """Throughput and memory of wsspec on each transport, next to a plain echo server on the
 same transport, measured in the same run.
 
-    .ci-venv/bin/python benchmarks/bench_server.py                 # about 90 seconds
+    .ci-venv/bin/python benchmarks/bench_server.py                 # about 75 seconds
     .ci-venv/bin/python benchmarks/bench_server.py --transports uvicorn --seconds 1
     .ci-venv/bin/python benchmarks/bench_server.py --profile /tmp/prof   # cProfile servers
 
@@ -469,9 +469,9 @@ def bench_transport(transport: str, db_url: str, args: argparse.Namespace) -> Re
 
 def report(results: list[Result], connections: int) -> str:
     lines = [
+        f"{'':<24} {'requests per second':^32}      {'server CPU per message':^36}",
         f"{'transport':<10} {'read by id':<13} {'wsspec':>10} {'echo':>10} {'ratio':>6} "
-        f"{'target':>7}      {'server CPU per message: wsspec (loop)':>38} {'echo':>6} "
-        f"{'ratio':>6}"
+        f"{'target':>6}      {'wsspec (loop thread)':>20} {'echo':>7} {'ratio':>6}",
     ]
     for result in results:
         targets = TARGETS[result.transport]
@@ -485,7 +485,7 @@ def report(results: list[Result], connections: int) -> str:
             lines.append(
                 f"{result.transport:<10} {name:<13} {wsspec.per_second:>8,.0f}/s "
                 f"{echo.per_second:>8,.0f}/s {ratio:>5.2f}x {target:>5.2f}x {verdict:<4} "
-                f"{wsspec.cpu_us:>28.0f} us ({wsspec.loop_cpu_us:>3.0f}) {echo.cpu_us:>3.0f} us "
+                f"{wsspec.cpu_us:>10.0f} us ({wsspec.loop_cpu_us:>3.0f} us) {echo.cpu_us:>4.0f} us "
                 f"{echo.cpu_us / wsspec.cpu_us:>5.2f}x"
             )
     lines.append("")
