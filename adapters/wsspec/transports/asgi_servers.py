@@ -3,8 +3,9 @@
 
 Both servers speak WebSocket through wsproto here (the ``server`` extra ships it, and it
 is what hypercorn uses anyway); the message size limit is the app's, so the server never
-buffers a message the engine would refuse; the server's own keepalive pings are off
-because the engine runs keepalive for every transport (they would double the traffic).
+buffers a message the engine would refuse. ASGI has no ping, so the engine's keepalive
+cannot reach the peer: the server's own WebSocket pings do that job, on the app's
+``keepalive_interval`` (and, for uvicorn, ``keepalive_timeout``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def uvicorn_server(
         ws="wsproto",
         lifespan="on",
         ws_max_size=app.limits.max_message_bytes,
-        ws_ping_interval=None,
+        ws_ping_interval=app.limits.keepalive_interval,
+        ws_ping_timeout=app.limits.keepalive_timeout,
         log_level=log_level,
         access_log=False,
     )
@@ -61,6 +63,7 @@ def hypercorn_config(app: App, sock: socket.socket) -> hypercorn.config.Config:
     # Hypercorn adopts the descriptor and closes it when done: give it a copy of ours.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.websocket_max_message_size = app.limits.max_message_bytes
+    config.websocket_ping_interval = app.limits.keepalive_interval
     config.accesslog = None
     return config
 
