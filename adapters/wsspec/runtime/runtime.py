@@ -222,7 +222,15 @@ class Runtime:
         self._feeding = True
         try:
             while self._pending:
-                actions = self.engine.handle(self._pending.popleft())
+                event = self._pending.popleft()
+                try:
+                    actions = self.engine.handle(event)
+                except Exception:
+                    # A bug in wsspec_core (docs/core.md "Peer errors, careless hooks and
+                    # our bugs"). Raised here it would end a connection's task group, or
+                    # the whole event loop from a storage callback; log it, keep serving.
+                    logger.exception("bug: the engine raised on %s", type(event).__name__)
+                    continue
                 for action in actions:
                     self._dispatch[type(action)](action)
         finally:
@@ -386,17 +394,11 @@ class Runtime:
         writes, which have one lane, in commit order)."""
         clocks = self.now()
         for operation_id, result, error in outcomes:
-            event: Event = (
+            self.feed(
                 StorageCompleted(operation_id=operation_id, result=result, **clocks)
                 if error is None
                 else StorageFailed(operation_id=operation_id, error=error, **clocks)
             )
-            try:
-                self.feed(event)
-            except Exception:
-                # A bug in wsspec. Raised here it would end the whole event loop (it runs
-                # as a loop callback); the other connections are worth keeping.
-                logger.exception("bug: the engine raised on a storage outcome")
 
     async def _run_hooks(self, action: RunHooks) -> None:
         try:
