@@ -60,6 +60,7 @@ async def websockets_open(url: str) -> str:
         return f"refused {exc.response.status_code} {exc.response.body.decode()}"
 
 
+@pytest.mark.usefixtures("transport")
 async def test_before_connect_token_auth_and_row_filter(tmp_path: Path) -> None:
     app = auth_app(tmp_path)
     with trio.fail_after(TIMEOUT):
@@ -84,9 +85,10 @@ async def test_before_connect_token_auth_and_row_filter(tmp_path: Path) -> None:
                 assert reply["metadata"]["total"] == 1
                 reply = await one.request("read", "posts", record_id=2)
                 assert reply["error"]["code"] == "not_found"
-            assert app.connection_count == 0
+            await wait_until(lambda: app.connection_count == 0)
 
 
+@pytest.mark.usefixtures("transport")
 async def test_disconnect_in_the_middle_of_a_write(tmp_path: Path) -> None:
     app = demo_app(tmp_path, storage_wrapper=GatedStorage)
     storage = app.storage
@@ -120,6 +122,7 @@ async def test_disconnect_in_the_middle_of_a_write(tmp_path: Path) -> None:
         assert app.connection_count == 0
 
 
+@pytest.mark.usefixtures("transport")
 async def test_abrupt_disconnect_is_reported_once(tmp_path: Path) -> None:
     app = memory_app(tmp_path)
     disconnects = []
@@ -221,6 +224,7 @@ async def test_client_that_never_answers_pings_is_closed_1011(
             await wait_until(lambda: app.connection_count == 0)
 
 
+@pytest.mark.usefixtures("transport")
 async def test_other_paths_are_not_found(tmp_path: Path) -> None:
     app = memory_app(tmp_path)
     with trio.fail_after(TIMEOUT):
@@ -247,6 +251,7 @@ class SlowPosts:
         return self.inner.execute(operation)
 
 
+@pytest.mark.usefixtures("transport")
 async def test_a_slow_read_does_not_hold_up_other_reads(tmp_path: Path) -> None:
     app = demo_app(tmp_path, storage_wrapper=SlowPosts)
     storage = app.storage
