@@ -246,6 +246,15 @@ class Server:
         return self.process.pid
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the benchmark process dies (Linux), so that a
+    server never outlives a benchmark killed before its ``finally`` could stop it."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def start_server(transport: str, role: str, db_url: str, profile: str | None) -> Server:
     env = dict(os.environ)
     env.pop(PROFILE_ENV, None)
@@ -257,6 +266,7 @@ def start_server(transport: str, role: str, db_url: str, profile: str | None) ->
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_die_with_parent,
     )
     server = Server(transport, role, process, profile=profile)
     return server
@@ -586,6 +596,10 @@ def raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -617,6 +631,10 @@ def main() -> None:
     # The client holds the idle connections, and each server accepts them: both need fds
     # (the servers inherit the limit).
     raise_fd_limit(args.connections + 256)
+    # SIGTERM (and SIGINT, even where a shell started us ignoring it) unwind through the
+    # ``finally`` blocks that stop the servers by PID.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
 
     began = time.perf_counter()
     results = []
@@ -639,4 +657,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         run_server(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
-        main()
+        try:
+            main()
+        except KeyboardInterrupt as interrupt:
+            sys.exit(f"interrupted ({interrupt}); servers stopped")
