@@ -21,6 +21,18 @@ subscriptions live at that moment, so every subscription sees changes in commit 
 The writing connection's own notifications are held back until its response has gone out
 (docs/protocol.md "Subscriptions and notifications").
 
+Where each part lives:
+
+- this module: :class:`Engine`, its public surface, ``handle()`` and its ``{event type:
+  handler}`` table, and the transitions that tie the parts together: connection
+  lifecycle (open, accept, close, shutdown), hooks, storage, subscriptions, notifications;
+- ``_requests.py``: a message decoded and validated into a run (``RequestCompiler``, with
+  the compiled-query cache), storage outcomes turned into answers, ``meta``;
+- ``_pipeline.py``: runs, connections and the per-connection pipeline (``Pipeline``):
+  scheduling of runs, responses in order, held notifications, the outbound backlog,
+  slow-consumer detection, pause and resume of reading;
+- ``_timers.py``: the keepalive sweep and the per-connection rate limit.
+
 An exception escaping :meth:`Engine.handle` is a bug in wsspec_core (or an adapter handing
 it an event that names an id it never issued); every mistake of a client becomes an error
 response or a close action.
@@ -28,12 +40,8 @@ response or a close action.
 
 from __future__ import annotations
 
-import collections
-import enum
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
-
-import attrs
+from typing import Any
 
 from ._actions import (
     LOG_ERROR,
@@ -42,12 +50,9 @@ from ._actions import (
     Action,
     CloseConnection,
     Log,
-    PauseReading,
     RejectConnection,
-    ResumeReading,
     RunHooks,
     RunStorage,
-    Send,
     SendPing,
 )
 from ._codec import decode, encode, format_timestamp
@@ -70,7 +75,7 @@ from ._events import (
     TimePassed,
 )
 from ._filters import compile_filters
-from ._hooks import OPERATION_HOOKS, HookContext, HookRegistry, HookType, RequestInfo
+from ._hooks import OPERATION_HOOKS, HookContext, HookRegistry, HookType
 from ._messages import (
     WRITE_OPERATIONS,
     DecodeError,
@@ -86,27 +91,19 @@ from ._messages import (
     Subscribe,
     Unsubscribe,
 )
-from ._options import (
-    coerce_change_row,
-    coerce_key,
-    coerce_record,
-    compile_read,
-    compile_selection,
-)
-from ._query import (
-    Create,
-    Delete,
-    InvalidRequest,
-    ListResult,
-    ReadList,
-    ReadOne,
-    Row,
-    StorageError,
-    StorageErrorKind,
-    StorageOperation,
-    Update,
+from ._options import coerce_change_row
+from ._pipeline import Connection, ConnState, Pipeline, Run, RunKind
+from ._query import InvalidRequest, ListResult, ReadList, Row, StorageOperation
+from ._requests import (
+    STORAGE_ERROR_CODES,
+    RequestCompiler,
+    record_not_found,
+    result_problem,
+    size_in_bytes,
+    storage_error,
 )
 from ._subscriptions import Subscription, SubscriptionIndex
+from ._timers import Keepalive, KeepaliveVerdict, RateLimit, heard_from
 
 # WebSocket close codes (RFC 6455 section 7.4.1).
 CLOSE_GOING_AWAY = 1001
@@ -114,125 +111,7 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
-#: The error code of a failed storage operation, by operation (docs/protocol.md "Errors").
-_STORAGE_ERROR_CODES: dict[Operation, str] = {
-    Operation.READ: "read_error",
-    Operation.CREATE: "create_error",
-    Operation.UPDATE: "update_error",
-    Operation.DELETE: "delete_error",
-}
-
-
-class _ConnState(enum.Enum):
-    OPENING = "opening"  # before_connect hooks running
-    OPEN = "open"
-    CLOSING = "closing"  # we sent CloseConnection; waiting for ConnectionClosed
-
-
-_NO_OPTIONS = QueryOptions()
-
-
-class _RunKind(enum.Enum):
-    DONE = "done"  # answered on arrival (errors, ping)
-    SHARED = "shared"  # reads and meta: may run alongside other shared runs
-    EXCLUSIVE = "exclusive"  # writes and subscription changes: run alone
-
-
-class _Run:
-    """One received message on its way to a response.
-
-    A plain slotted class rather than an attrs one: one is built per message, and a
-    hand-written ``__init__`` costs a quarter of the generated one.
-    """
-
-    __slots__ = (
-        "committed",
-        "conn",
-        "context",
-        "data",
-        "entity",
-        "hooks_ran",
-        "key",
-        "kind",
-        "message",
-        "options",
-        "record_id",
-        "response",
-        "result",
-        "started",
-        "subscription_id",
-    )
-
-    def __init__(
-        self,
-        conn: _Connection,
-        kind: _RunKind,
-        message: Request | Subscribe | Unsubscribe | None = None,
-        entity: Entity | None = None,
-        *,
-        response: str | None = None,
-        options: QueryOptions = _NO_OPTIONS,
-    ) -> None:
-        self.conn = conn
-        self.kind = kind
-        self.message = message
-        self.entity = entity
-        #: The encoded response frame, once the run has finished.
-        self.response = response
-        self.started = False
-        #: What the steps read and hooks may change.
-        self.options = options
-        self.data: Any = None
-        self.record_id: Any = None
-        self.result: Any = None
-        self.subscription_id: str | None = None
-        self.context: HookContext | None = None
-        self.hooks_ran = False
-        #: The validated storage operation of the run.
-        self.key: Any = None
-        #: Set when a write of this run committed: its response releases held notifications.
-        self.committed = False
-
-
-@attrs.define(eq=False)
-class _Connection:
-    id: Hashable
-    request: RequestInfo
-    state: _ConnState
-    metadata: dict[str, Any] = attrs.Factory(dict)
-    runs: list[_Run] = attrs.Factory(list)
-    #: Runs started and not finished.
-    in_flight: int = 0
-    #: Runs received and not yet started, oldest first (every run before them started).
-    waiting: collections.deque[_Run] = attrs.Factory(collections.deque)
-    #: A write or subscription change is running: nothing else may start.
-    exclusive_running: bool = False
-    paused: bool = False
-    #: Re-entrancy guard of `Engine._pump` (a run may finish while runs are being started).
-    pumping: bool = False
-    repump: bool = False
-    subscriptions: dict[str, Subscription] = attrs.Factory(dict)
-    #: Notification frames held until this connection's pending write response is sent.
-    held: list[str] | None = None
-    #: Frames sent and not yet reported written (``FramesWritten``).
-    backlog: int = 0
-    #: Room beyond Limits.outbound_queue for a burst of held notifications just released:
-    #: the client could not have read them while they were held. Shrinks as frames are
-    #: written.
-    burst_allowance: int = 0
-    #: Why the connection is to be closed as a slow consumer, once this event is done.
-    overflow: str | None = None
-    last_seen: float = 0.0
-    ping_sent_at: float | None = None
-    tokens: float = 0.0
-    tokens_at: float = 0.0
-
-
 _Continuation = Callable[[], None]
-_T = TypeVar("_T")
-
-#: Compiled queries kept per engine; the cache is cleared when it reaches this size.
-_COMPILED_CACHE_SIZE = 1024
 
 
 class Engine:
@@ -241,6 +120,10 @@ class Engine:
     ``handle(event)`` returns the complete list of actions the event causes, with the
     engine's state already updated. Not thread-safe: call it from one thread (the event
     loop's); storage operations and hooks may run anywhere and report back through it.
+
+    The engine is composed of a ``RequestCompiler`` (_requests.py), a ``Pipeline``
+    (_pipeline.py), and a ``Keepalive`` sweep and ``RateLimit`` (_timers.py); the theory of
+    operation at the top of this module says what each does.
     """
 
     def __init__(
@@ -254,27 +137,27 @@ class Engine:
         self.registry = registry
         self.hooks = hooks if hooks is not None else HookRegistry()
         self.limits = limits if limits is not None else Limits()
-        self._connections: dict[Hashable, _Connection] = {}
+        self._compiler = RequestCompiler(registry, self.limits)
+        self._pipeline = Pipeline(self.limits, start=self._start, drained=self._close_if_idle)
+        self._keepalive = Keepalive(self.limits)
+        self._rate_limit = RateLimit(self.limits)
+        self._connections: dict[Hashable, Connection] = {}
         self._subscriptions = SubscriptionIndex()
         self._next_id = 0
-        self._storage_pending: dict[int, _Run] = {}
-        self._hooks_pending: dict[int, tuple[_Run | None, HookContext, _Continuation]] = {}
+        self._storage_pending: dict[int, Run] = {}
+        self._hooks_pending: dict[int, tuple[Run | None, HookContext, _Continuation]] = {}
+        #: The actions of the event being handled; the pipeline appends to the same list.
         self._out: list[Action] = []
-        #: Connections found slow consumers during this event (their ``overflow`` says why).
-        self._overflowed: list[_Connection] = []
         self._now = 0.0
         self._wall = 0.0
-        self._shutting_down = False
-        self._next_sweep: float | None = None
         self._timestamp_of: tuple[int, str] = (-1, "")
-        self._compiled_cache: dict[tuple[str, str, QueryOptions, tuple[Any, ...]], Any] = {}
 
     # --- public surface ----------------------------------------------------------
 
     @property
     def connection_count(self) -> int:
         """Connections accepted and not yet closed."""
-        return sum(1 for c in self._connections.values() if c.state is _ConnState.OPEN)
+        return sum(1 for c in self._connections.values() if c.state is ConnState.OPEN)
 
     @property
     def subscription_count(self) -> int:
@@ -287,19 +170,25 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When to send ``TimePassed`` next (same clock as the events' ``now``), or None."""
-        return self._next_sweep
+        return self._keepalive.next_sweep
 
     def handle(self, event: Event) -> list[Action]:
         """Apply ``event``; return the actions it causes, in the order to carry them out."""
-        self._out = []
+        pipeline = self._pipeline
+        out: list[Action] = []
+        self._out = pipeline.out = out
         self._now = event.now
         self._wall = event.now if event.wall is None else event.wall
         handler = self._HANDLERS[type(event)]
         handler(self, event)
-        if self._overflowed:
+        if pipeline.overflowed:
             self._close_slow_consumers()
-        out, self._out = self._out, []
+        self._out = pipeline.out = []
         return out
+
+    @property
+    def _shutting_down(self) -> bool:
+        return self._pipeline.draining
 
     # --- connection lifecycle ----------------------------------------------------
 
@@ -313,64 +202,24 @@ class Engine:
                 )
             )
             return
-        conn = _Connection(id=event.connection_id, request=event.request, state=_ConnState.OPENING)
-        conn.last_seen = conn.tokens_at = event.now
-        conn.tokens = float(self.limits.rate_burst)
+        conn = Connection(id=event.connection_id, request=event.request, state=ConnState.OPENING)
+        conn.last_seen = event.now
+        self._rate_limit.fill(conn, event.now)
         self._connections[conn.id] = conn
         context = self._connection_context(conn, HookType.BEFORE_CONNECT)
         self._call_hooks(None, HookType.BEFORE_CONNECT, context, lambda: self._accept(conn))
 
-    def _accept(self, conn: _Connection) -> None:
-        if conn.state is not _ConnState.OPENING:  # closed while before_connect ran
+    def _accept(self, conn: Connection) -> None:
+        if conn.state is not ConnState.OPENING:  # closed while before_connect ran
             return
-        conn.state = _ConnState.OPEN
+        conn.state = ConnState.OPEN
         conn.last_seen = self._now
         self._out.append(AcceptConnection(connection_id=conn.id))
         self._schedule_sweep()
         context = self._connection_context(conn, HookType.AFTER_CONNECT)
         self._call_hooks(None, HookType.AFTER_CONNECT, context, lambda: None)
 
-    def _timestamp(self) -> str:
-        """The RFC 3339 form of the current event's wall-clock time, formatted once per
-        millisecond (the precision timestamps carry): a busy server formats it once for
-        many events."""
-        millis = round(self._wall * 1000)
-        known, text = self._timestamp_of
-        if known != millis:
-            text = format_timestamp(self._wall)
-            self._timestamp_of = (millis, text)
-        return text
-
-    def _compiled(
-        self, kind: str, entity: Entity, options: QueryOptions, build: Callable[[], _T]
-    ) -> _T:
-        """``build()``, remembered per ``(kind, entity, options)``.
-
-        Compiling options depends only on them, the entity and the engine's fixed registry
-        and limits, so clients repeating a query shape skip validation. Options holding
-        lists (``in`` values) are not hashable and are simply compiled each time.
-        """
-        try:
-            # Python equates 1, 1.0 and True (and 0.0 with -0.0), which coerce differently
-            # (True is refused on an integer column; 5.0 is "5.0" on a text column): the
-            # key tells the values apart by type, and floats by their exact text.
-            values = []
-            for spec in options.filters:
-                value = spec.value
-                kind_of = type(value)
-                values.append((kind_of, repr(value)) if kind_of is float else (kind_of, value))
-            key = (kind, entity.qualified_name, options, tuple(values))
-            found = self._compiled_cache.get(key)
-        except TypeError:
-            return build()
-        if found is None:
-            found = build()
-            if len(self._compiled_cache) >= _COMPILED_CACHE_SIZE:
-                self._compiled_cache.clear()
-            self._compiled_cache[key] = found
-        return found
-
-    def _connection_context(self, conn: _Connection, hook_type: HookType) -> HookContext:
+    def _connection_context(self, conn: Connection, hook_type: HookType) -> HookContext:
         return HookContext(
             hook_type=hook_type,
             connection_id=conn.id,
@@ -382,7 +231,7 @@ class Engine:
         conn = self._connections.pop(event.connection_id, None)
         if conn is None:
             return
-        was_open = conn.state is not _ConnState.OPENING
+        was_open = conn.state is not ConnState.OPENING
         self._drop(conn)
         if was_open:
             context = self._connection_context(conn, HookType.BEFORE_DISCONNECT)
@@ -395,27 +244,25 @@ class Engine:
             )
         self._schedule_sweep()
 
-    def _drop(self, conn: _Connection) -> None:
+    def _drop(self, conn: Connection) -> None:
         """Forget everything of a connection that is closing or closed.
 
         Runs already executing keep their storage operation: a write still commits and is
         still notified to others; only the answer to this connection is dropped.
         """
-        conn.state = _ConnState.CLOSING
+        conn.state = ConnState.CLOSING
         for subscription_id in list(conn.subscriptions):
             self._subscriptions.remove(subscription_id)
         conn.subscriptions.clear()
-        conn.runs = [run for run in conn.runs if run.started and run.response is None]
-        conn.waiting.clear()
-        conn.held = None
+        self._pipeline.abandon(conn)
 
     def _close(
-        self, conn: _Connection, code: int, reason: str, *, discard_queued: bool = False
+        self, conn: Connection, code: int, reason: str, *, discard_queued: bool = False
     ) -> None:
-        if conn.state is _ConnState.CLOSING:
+        if conn.state is ConnState.CLOSING:
             return
         if not discard_queued:
-            self._flush(conn)
+            self._pipeline.flush(conn)
         self._drop(conn)
         self._out.append(
             CloseConnection(
@@ -423,75 +270,24 @@ class Engine:
             )
         )
 
-    # --- the outbound side (docs/core.md "Flow control") ---------------------------
-
-    def _send(self, conn: _Connection, frame: str) -> None:
-        """Ask for ``frame`` to be sent, and count it in the connection's backlog.
-
-        A backlog past ``Limits.outbound_queue`` (plus the allowance of a burst of held
-        notifications) means the client is not reading what it is sent: the connection is
-        closed once this event's actions are complete (closing here would change the runs
-        being flushed)."""
-        self._out.append(Send(connection_id=conn.id, frame=frame))
-        conn.backlog += 1
-        if conn.backlog > self.limits.outbound_queue + conn.burst_allowance:
-            self._slow_consumer(conn, "outbound queue full: client is not reading")
-
-    def _hold(self, conn: _Connection, frame: str) -> None:
-        """Hold a notification behind the connection's own write response; more than
-        ``Limits.outbound_queue`` of them is a client that cannot keep up (its own write's
-        hooks take that long) and closes it like a full queue: held frames are memory too."""
-        assert conn.held is not None
-        conn.held.append(frame)
-        if len(conn.held) > self.limits.outbound_queue:
-            self._slow_consumer(conn, "notifications backed up: client is not keeping up")
-
-    def _slow_consumer(self, conn: _Connection, reason: str) -> None:
-        if conn.overflow is None:
-            conn.overflow = reason
-            self._overflowed.append(conn)
-
     def _close_slow_consumers(self) -> None:
-        overflowed, self._overflowed = self._overflowed, []
+        """Close the connections the pipeline found not reading (docs/core.md "Flow
+        control"), now that the event's other actions are complete."""
+        pipeline = self._pipeline
+        overflowed, pipeline.overflowed = pipeline.overflowed, []
         for conn in overflowed:
-            if conn.state is _ConnState.OPEN and conn.overflow is not None:
+            if conn.state is ConnState.OPEN and conn.overflow is not None:
                 # Its queued frames cannot reach it before the close frame: drop them.
                 self._close(conn, CLOSE_POLICY_VIOLATION, conn.overflow, discard_queued=True)
 
     def _on_frames_written(self, event: FramesWritten) -> None:
         conn = self._connections.get(event.connection_id)
-        if conn is None:
-            return
-        conn.backlog = max(0, conn.backlog - event.count)
-        conn.burst_allowance = max(0, conn.burst_allowance - event.count)
-        if conn.paused:
-            self._update_reading(conn)
-
-    def _update_reading(self, conn: _Connection) -> None:
-        """Pause reading a connection's requests at either high-water mark (requests read
-        and not answered; frames not yet written), resume below half of both. The
-        backlog mark leaves room for the replies owed to requests already read, so a
-        client that reads what it is sent never overflows (``Limits`` checks this)."""
-        if conn.state is not _ConnState.OPEN or self._shutting_down:
-            return
-        limits = self.limits
-        if conn.paused:
-            if (
-                len(conn.runs) <= limits.requests_read_ahead // 2
-                and conn.backlog <= limits.backlog_high_water // 2
-            ):
-                conn.paused = False
-                self._out.append(ResumeReading(connection_id=conn.id))
-        elif (
-            len(conn.runs) >= limits.requests_read_ahead
-            or conn.backlog >= limits.backlog_high_water
-        ):
-            conn.paused = True
-            self._out.append(PauseReading(connection_id=conn.id))
+        if conn is not None:
+            self._pipeline.written(conn, event.count)
 
     def _on_broadcast(self, event: BroadcastRequested) -> None:
         for conn in list(self._connections.values()):
-            if conn.state is not _ConnState.OPEN:
+            if conn.state is not ConnState.OPEN:
                 continue
             if event.predicate is not None:
                 try:
@@ -501,266 +297,105 @@ class Engine:
                     continue
                 if not wanted:
                     continue
-            self._send(conn, event.frame)
+            self._pipeline.send(conn, event.frame)
 
     def _log(self, level: int, message: str) -> None:
         self._out.append(Log(level=level, message=message))
 
-    def _on_pong(self, event: PongReceived) -> None:
-        conn = self._connections.get(event.connection_id)
-        if conn is not None:
-            conn.last_seen = event.now
-            conn.ping_sent_at = None
-
-    def _on_time(self, event: TimePassed) -> None:
-        if self._next_sweep is None or event.now < self._next_sweep:
-            return
-        interval = self.limits.keepalive_interval
-        if interval is not None:
-            for conn in list(self._connections.values()):
-                if conn.state is not _ConnState.OPEN:
-                    continue
-                if conn.ping_sent_at is not None:
-                    if event.now - conn.ping_sent_at >= self.limits.keepalive_timeout:
-                        self._close(conn, CLOSE_INTERNAL_ERROR, "keepalive timeout")
-                elif event.now - conn.last_seen >= interval:
-                    conn.ping_sent_at = event.now
-                    self._out.append(SendPing(connection_id=conn.id))
-        self._next_sweep = None
-        self._schedule_sweep()
-
-    def _schedule_sweep(self) -> None:
-        """Keepalive runs as a periodic sweep: precise to half the shorter period, and
-        one timer for the whole engine rather than one per connection."""
-        interval = self.limits.keepalive_interval
-        if interval is None or not self._connections:
-            self._next_sweep = None
-            return
-        if self._next_sweep is None:
-            period = min(interval, self.limits.keepalive_timeout) / 2
-            self._next_sweep = self._now + period
-
     def _on_shutdown(self, event: ShutdownRequested) -> None:
-        self._shutting_down = True
+        self._pipeline.draining = True
         for conn in list(self._connections.values()):
-            if conn.state is _ConnState.OPENING:
-                conn.state = _ConnState.CLOSING
+            if conn.state is ConnState.OPENING:
+                conn.state = ConnState.CLOSING
                 self._out.append(
                     RejectConnection(
                         connection_id=conn.id, status=503, reason="server shutting down"
                     )
                 )
-            elif conn.state is _ConnState.OPEN:
-                if not conn.paused:
-                    conn.paused = True
-                    self._out.append(PauseReading(connection_id=conn.id))
+            elif conn.state is ConnState.OPEN:
+                self._pipeline.stop_reading(conn)
                 self._close_if_idle(conn)
 
-    def _close_if_idle(self, conn: _Connection) -> None:
-        if self._shutting_down and conn.state is _ConnState.OPEN and not conn.runs:
+    def _close_if_idle(self, conn: Connection) -> None:
+        if self._shutting_down and conn.state is ConnState.OPEN and not conn.runs:
             self._close(conn, CLOSE_GOING_AWAY, "server shutting down")
+
+    # --- keepalive (_timers.py decides; the engine carries it out) ----------------
+
+    def _on_pong(self, event: PongReceived) -> None:
+        conn = self._connections.get(event.connection_id)
+        if conn is not None:
+            heard_from(conn, event.now)
+
+    def _on_time(self, event: TimePassed) -> None:
+        keepalive = self._keepalive
+        if not keepalive.due(event.now):
+            return
+        for conn in list(self._connections.values()):
+            if conn.state is not ConnState.OPEN:
+                continue
+            verdict = keepalive.verdict(conn, event.now)
+            if verdict is KeepaliveVerdict.TIMED_OUT:
+                self._close(conn, CLOSE_INTERNAL_ERROR, "keepalive timeout")
+            elif verdict is KeepaliveVerdict.PING:
+                self._out.append(SendPing(connection_id=conn.id))
+        keepalive.swept(self._now, any_connections=bool(self._connections))
+
+    def _schedule_sweep(self) -> None:
+        self._keepalive.schedule(self._now, any_connections=bool(self._connections))
 
     # --- receiving requests ------------------------------------------------------
 
     def _on_message(self, event: MessageReceived) -> None:
         conn = self._connections.get(event.connection_id)
-        if conn is None or conn.state is not _ConnState.OPEN or self._shutting_down:
+        if conn is None or conn.state is not ConnState.OPEN or self._pipeline.draining:
             return  # late frames of a closing connection, or after shutdown: not taken
-        conn.last_seen = event.now
-        conn.ping_sent_at = None
+        heard_from(conn, event.now)
         limit = self.limits.max_message_bytes
-        if len(event.data) * 4 > limit and _size_in_bytes(event.data, limit) > limit:
+        if len(event.data) * 4 > limit and size_in_bytes(event.data, limit) > limit:
             self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
             return
-        run = self._admit(conn, event.data)
-        conn.runs.append(run)
-        if run.kind is not _RunKind.DONE:
-            conn.waiting.append(run)
-        if not conn.paused:
-            self._update_reading(conn)
-        self._pump(conn)
+        self._pipeline.receive(conn, self._admit(conn, event.data))
 
-    def _rate_limited(self, conn: _Connection) -> bool:
-        rate = self.limits.rate_limit
-        if rate is None:
-            return False
-        burst = float(self.limits.rate_burst)
-        conn.tokens = min(burst, conn.tokens + (self._now - conn.tokens_at) * rate)
-        conn.tokens_at = self._now
-        if conn.tokens < 1.0:
-            return True
-        conn.tokens -= 1.0
-        return False
-
-    def _admit(self, conn: _Connection, data: str | bytes) -> _Run:
+    def _admit(self, conn: Connection, data: str | bytes) -> Run:
         """Decode and validate a message into a run; mistakes become finished runs."""
         message = decode(data)
         if isinstance(message, DecodeError):
-            error = message.error
-            if message.entity_ref is not None:
-                resolved = self.registry.resolve(*message.entity_ref)
-                if isinstance(resolved, ResolutionError):
-                    error = _not_found_error(resolved)
-            return self._answered(conn, message.id, error)
+            return self._answered(conn, message.id, self._compiler.decode_error(message))
         if isinstance(message, Ping):
-            return _Run(
+            return Run(
                 conn,
-                _RunKind.DONE,
+                RunKind.DONE,
                 response=encode(Pong(id=message.id, timestamp=self._timestamp())),
             )
-        if self._rate_limited(conn):
+        if not self._rate_limit.allows(conn, self._now):
             return self._answered(
                 conn, message.id, ErrorInfo(code="rate_limited", message="too many requests")
             )
         try:
-            return self._validate(conn, message)
+            return self._compiler.compile(conn, message)
         except InvalidRequest as exc:
             return self._answered(conn, message.id, exc.error)
 
-    def _answered(self, conn: _Connection, message_id: MessageId, error: ErrorInfo) -> _Run:
-        return _Run(
+    def _answered(self, conn: Connection, message_id: MessageId, error: ErrorInfo) -> Run:
+        return Run(
             conn,
-            _RunKind.DONE,
+            RunKind.DONE,
             response=self._encode_response(self._error_response(message_id, error)),
         )
 
-    def _resolve(self, schema: str | None, name: str) -> Entity:
-        resolved = self.registry.resolve(schema, name)
-        if isinstance(resolved, ResolutionError):
-            error = _not_found_error(resolved)
-            raise InvalidRequest(error.code, error.message, error.details)
-        return resolved
+    # --- answering ---------------------------------------------------------------
 
-    def _validate(self, conn: _Connection, message: Request | Subscribe | Unsubscribe) -> _Run:
-        if isinstance(message, Unsubscribe):
-            run = _Run(conn, _RunKind.EXCLUSIVE, message)
-            run.subscription_id = message.subscription_id
-            return run
-        if isinstance(message, Subscribe):
-            entity = self._resolve(message.schema, message.entity)
-            compile_filters(entity, message.options.filters)
-            return _Run(conn, _RunKind.EXCLUSIVE, message, entity, options=message.options)
-        if message.operation is Operation.META and not message.entity:
-            return _Run(conn, _RunKind.SHARED, message)
-        entity = self._resolve(message.schema, message.entity)
-        run = _Run(conn, _RunKind.SHARED, message, entity, options=message.options)
-        if message.operation in WRITE_OPERATIONS:
-            run.kind = _RunKind.EXCLUSIVE
-            run.data = _copy_data(message.data)
-        run.record_id = message.record_id
-        self._check(run)
-        return run
-
-    def _check(self, run: _Run) -> None:
-        """Validate what the steps will use; raises InvalidRequest. Runs on arrival and
-        again after before-hooks (which may have changed options, data or record id)."""
-        assert isinstance(run.message, Request) and run.entity is not None
-        entity = run.entity
-        operation = run.message.operation
-        if operation is Operation.META:
-            return
-        options = run.options
-        if operation is Operation.READ and run.record_id is None:
-            run.key = self._compiled(
-                "read",
-                entity,
-                options,
-                lambda: compile_read(entity, options, self.registry, self.limits),
-            )
-            return
-        filters = self._compiled(
-            "filters", entity, options, lambda: compile_filters(entity, options.filters)
-        )
-        if operation is Operation.CREATE:
-            records = run.data if isinstance(run.data, list) else [run.data]
-            if not records:
-                raise InvalidRequest("invalid_message", "create needs at least one record")
-            if len(records) > self.limits.max_batch_size:
-                raise InvalidRequest(
-                    "invalid_message",
-                    f"a batch create holds at most {self.limits.max_batch_size} records",
-                )
-            rows = tuple(coerce_record(entity, record, partial=False) for record in records)
-            run.key = Create(entity=entity, rows=rows)
-            return
-        key = coerce_key(entity, run.record_id)
-        if operation is Operation.READ:
-            selection = self._compiled(
-                "selection",
-                entity,
-                options,
-                lambda: compile_selection(entity, options, self.registry),
-            )
-            run.key = ReadOne(entity=entity, key=key, filters=filters, selection=selection)
-        elif operation is Operation.UPDATE:
-            changes = coerce_record(entity, run.data, partial=True)
-            run.key = Update(entity=entity, key=key, changes=changes, filters=filters)
-        else:
-            run.key = Delete(entity=entity, key=key, filters=filters)
-
-    # --- scheduling --------------------------------------------------------------
-
-    def _pump(self, conn: _Connection) -> None:
-        """Start every run that may start now, in order; then send what is finished.
-
-        Starting a run can finish it at once (no hooks to call), which asks for another
-        pump; that request is noted and served by the loop here instead of recursing.
-        """
-        if conn.pumping:
-            conn.repump = True
-            return
-        conn.pumping = True
-        try:
-            while conn.state is _ConnState.OPEN:
-                conn.repump = False
-                if conn.waiting:
-                    self._start_waiting(conn)
-                self._flush(conn)
-                if not conn.repump:
-                    break
-        finally:
-            conn.pumping = False
-
-    def _start_waiting(self, conn: _Connection) -> None:
-        """Start waiting runs in arrival order while the rules of docs/protocol.md "Order"
-        allow: shared runs up to ``max_in_flight``; an exclusive run only when nothing runs
-        (every run before it has finished), and nothing beside it."""
-        limit = self.limits.max_in_flight
-        waiting = conn.waiting
-        while waiting and not conn.exclusive_running:
-            run = waiting[0]
-            if run.kind is _RunKind.EXCLUSIVE:
-                if conn.in_flight:
-                    return
-                conn.exclusive_running = True
-            elif conn.in_flight >= limit:
-                return
-            waiting.popleft()
-            run.started = True
-            conn.in_flight += 1
-            self._start(run)
-            if conn.state is not _ConnState.OPEN:
-                return
-
-    def _flush(self, conn: _Connection) -> None:
-        """Send the finished responses at the head of the connection's runs, in order."""
-        if conn.state is not _ConnState.OPEN:
-            return
-        sent = 0
-        for run in conn.runs:
-            if run.response is None:
-                break
-            sent += 1
-            self._send(conn, run.response)
-            if run.committed and conn.held is not None:
-                held, conn.held = conn.held, None
-                conn.burst_allowance += len(held)
-                for frame in held:
-                    self._send(conn, frame)
-        if sent:
-            del conn.runs[:sent]
-            self._update_reading(conn)
-            self._close_if_idle(conn)
+    def _timestamp(self) -> str:
+        """The RFC 3339 form of the current event's wall-clock time, formatted once per
+        millisecond (the precision timestamps carry): a busy server formats it once for
+        many events."""
+        millis = round(self._wall * 1000)
+        known, text = self._timestamp_of
+        if known != millis:
+            text = format_timestamp(self._wall)
+            self._timestamp_of = (millis, text)
+        return text
 
     def _encode_response(self, response: Response, *, hooks_ran: bool = False) -> str:
         """``response`` as its frame. A value the codec cannot write (an after-hook's
@@ -783,17 +418,10 @@ class Engine:
                 Response(id=response.id, success=False, timestamp=response.timestamp, error=error)
             )
 
-    def _finish(self, run: _Run, response: Response) -> None:
-        run.response = self._encode_response(response, hooks_ran=run.hooks_ran)
-        conn = run.conn
-        if run.started:
-            conn.in_flight -= 1
-            if run.kind is _RunKind.EXCLUSIVE:
-                conn.exclusive_running = False
-        if conn.state is _ConnState.OPEN:
-            self._pump(conn)
+    def _finish(self, run: Run, response: Response) -> None:
+        self._pipeline.finish(run, self._encode_response(response, hooks_ran=run.hooks_ran))
 
-    def _succeed(self, run: _Run, data: Any, metadata: dict[str, Any] | None = None) -> None:
+    def _succeed(self, run: Run, data: Any, metadata: dict[str, Any] | None = None) -> None:
         assert run.message is not None
         response = Response(
             id=run.message.id,
@@ -804,7 +432,7 @@ class Engine:
         )
         self._finish(run, response)
 
-    def _fail(self, run: _Run, error: ErrorInfo) -> None:
+    def _fail(self, run: Run, error: ErrorInfo) -> None:
         assert run.message is not None
         self._finish(run, self._error_response(run.message.id, error))
 
@@ -815,7 +443,7 @@ class Engine:
 
     def _call_hooks(
         self,
-        run: _Run | None,
+        run: Run | None,
         hook_type: HookType,
         context: HookContext,
         then: _Continuation,
@@ -832,7 +460,7 @@ class Engine:
             RunHooks(call_id=call_id, hook_type=hook_type, hooks=hooks, context=context)
         )
 
-    def _run_hooks(self, run: _Run, hook_type: HookType, then: _Continuation) -> None:
+    def _run_hooks(self, run: Run, hook_type: HookType, then: _Continuation) -> None:
         """Call the hooks of ``hook_type`` for a request run, with its context in sync."""
         if hook_type not in self.hooks.registered:  # the common case: no hook, no context
             then()
@@ -864,7 +492,7 @@ class Engine:
         run.hooks_ran = True
 
         def resume() -> None:
-            if run.conn.state is not _ConnState.OPEN and not run.committed:
+            if run.conn.state is not ConnState.OPEN and not run.committed:
                 return  # the client left while its hooks ran: stop before any write
             if not isinstance(context.options, QueryOptions):
                 self._hook_broke(
@@ -881,7 +509,7 @@ class Engine:
 
         self._call_hooks(run, hook_type, context, resume)
 
-    def _hook_broke(self, run: _Run, why: str) -> None:
+    def _hook_broke(self, run: Run, why: str) -> None:
         """A hook left a value the request cannot use: ``hook_error`` for this request,
         the reason for the operator only (docs/protocol.md "Hooks")."""
         assert run.message is not None
@@ -899,7 +527,7 @@ class Engine:
             return
         if context.hook_type is HookType.BEFORE_CONNECT:
             conn = self._connections.get(context.connection_id)
-            if conn is not None and conn.state is _ConnState.OPENING:
+            if conn is not None and conn.state is ConnState.OPENING:
                 del self._connections[conn.id]
                 self._out.append(
                     RejectConnection(
@@ -912,10 +540,10 @@ class Engine:
 
     # --- running requests --------------------------------------------------------
 
-    def _start(self, run: _Run) -> None:
+    def _start(self, run: Run) -> None:
         self._run_hooks(run, HookType.BEFORE_HANDLE, lambda: self._before_operation(run))
 
-    def _before_operation(self, run: _Run) -> None:
+    def _before_operation(self, run: Run) -> None:
         message = run.message
         if isinstance(message, Unsubscribe):
             if message.subscription_id not in run.conn.subscriptions:
@@ -950,14 +578,14 @@ class Engine:
         before, _after = OPERATION_HOOKS[message.operation]
         self._run_hooks(run, before, lambda: self._storage(run))
 
-    def _storage(self, run: _Run) -> None:
-        if run.conn.state is not _ConnState.OPEN:
+    def _storage(self, run: Run) -> None:
+        if run.conn.state is not ConnState.OPEN:
             return
         if run.hooks_ran:
             # Before-hooks may have changed options, data or the record id: validate them
             # again. Values no client could send (wrong types) are the hook's fault.
             try:
-                self._check(run)
+                self._compiler.check(run)
             except InvalidRequest as exc:
                 self._fail(run, exc.error)
                 return
@@ -975,17 +603,17 @@ class Engine:
         operation = run.message.operation
         entity = run.entity
         result = event.result
-        problem = _result_problem(run.key, result)
+        problem = result_problem(run.key, result)
         if problem is not None:
             # A storage backend's bug must cost one request, not the server.
             self._log(LOG_ERROR, f"request {run.message.id!r}: storage returned {problem}")
             self._fail(
                 run,
-                ErrorInfo(code=_STORAGE_ERROR_CODES[operation], message="internal storage error"),
+                ErrorInfo(code=STORAGE_ERROR_CODES[operation], message="internal storage error"),
             )
             return
         if operation is Operation.READ:
-            if run.conn.state is not _ConnState.OPEN:
+            if run.conn.state is not ConnState.OPEN:
                 return
             if isinstance(result, ListResult):
                 query = run.key
@@ -998,16 +626,16 @@ class Engine:
                 }
                 self._after(run, result.rows, metadata)
             elif result is None:
-                self._fail(run, _record_not_found(run))
+                self._fail(run, record_not_found(run))
             else:
                 self._after(run, result, {"total": 1})
             return
         if result is None:  # update or delete of a row that is not there
-            self._fail(run, _record_not_found(run))
+            self._fail(run, record_not_found(run))
             return
         # The write committed: notify now, in commit order (docs/protocol.md "Order").
         run.committed = True
-        if run.conn.state is _ConnState.OPEN:
+        if run.conn.state is ConnState.OPEN:
             run.conn.held = []
         if operation is Operation.CREATE:
             rows: list[Row] = result
@@ -1020,29 +648,25 @@ class Engine:
         else:
             self._notify(entity, Operation.DELETE, result)
             data = {"deleted": True, "id": result[entity.primary_key.name]}
-        if run.conn.state is not _ConnState.OPEN:
+        if run.conn.state is not ConnState.OPEN:
             return  # nobody to answer; the notifications went out
         self._after(run, data, None)
 
     def _on_storage_failed(self, event: StorageFailed) -> None:
         run = self._storage_pending.pop(event.operation_id)
         assert isinstance(run.message, Request)
-        self._fail(run, _storage_error(run.message.operation, event.error))
+        self._fail(run, storage_error(run.message.operation, event.error))
 
-    def _after(self, run: _Run, data: Any, metadata: dict[str, Any] | None) -> None:
+    def _after(self, run: Run, data: Any, metadata: dict[str, Any] | None) -> None:
         assert isinstance(run.message, Request)
         run.result = data
         _before, after = OPERATION_HOOKS[run.message.operation]
         self._run_hooks(run, after, lambda: self._succeed(run, run.result, metadata))
 
-    def _meta(self, run: _Run) -> None:
-        if run.entity is None:
-            entities = sorted(self.registry.entities(), key=lambda e: (e.schema, e.name))
-            self._succeed(run, [{"schema": e.schema, "entity": e.name} for e in entities])
-        else:
-            self._succeed(run, _describe(run.entity))
+    def _meta(self, run: Run) -> None:
+        self._succeed(run, self._compiler.meta(run.entity))
 
-    def _subscribe(self, run: _Run) -> None:
+    def _subscribe(self, run: Run) -> None:
         assert run.entity is not None
         try:
             filters = compile_filters(run.entity, run.options.filters)
@@ -1070,14 +694,14 @@ class Engine:
         def activate() -> None:
             # Live from the moment its acknowledgement goes out, not before: a client
             # never sees a notification for a subscription id it has not been told.
-            if run.conn.state is _ConnState.OPEN:
+            if run.conn.state is ConnState.OPEN:
                 self._subscriptions.add(subscription)
                 run.conn.subscriptions[subscription.id] = subscription
             self._succeed(run, run.result)
 
         self._run_hooks(run, HookType.AFTER_SUBSCRIBE, activate)
 
-    def _unsubscribe(self, run: _Run) -> None:
+    def _unsubscribe(self, run: Run) -> None:
         subscription_id = run.subscription_id
         assert subscription_id is not None
         if run.conn.subscriptions.pop(subscription_id, None) is not None:
@@ -1099,7 +723,7 @@ class Engine:
         data = dict(row)  # one copy for all: after-hooks may change the response's row
         for subscription in subscriptions:
             conn = self._connections.get(subscription.connection_id)
-            if conn is None or conn.state is not _ConnState.OPEN:
+            if conn is None or conn.state is not ConnState.OPEN:
                 continue
             notification = Notification(
                 operation=operation,
@@ -1118,10 +742,7 @@ class Engine:
                     f"be encoded ({exc})",
                 )
                 return
-            if conn.held is not None:
-                self._hold(conn, frame)
-            else:
-                self._send(conn, frame)
+            self._pipeline.notify(conn, frame)
 
     def _on_change(self, event: ChangeCommitted) -> None:
         # The change comes from outside: whatever is wrong with it is logged and skipped.
@@ -1162,97 +783,4 @@ class Engine:
         TimePassed: _on_time,
         ChangeCommitted: _on_change,
         ShutdownRequested: _on_shutdown,
-    }
-
-
-def _size_in_bytes(data: str | bytes, limit: int) -> int:
-    """The UTF-8 size of a message, encoding text only when its length cannot settle the
-    question (a character takes one to four bytes)."""
-    if isinstance(data, bytes) or len(data) > limit:
-        return len(data)
-    return len(data.encode("utf-8", "surrogatepass"))
-
-
-def _result_problem(operation: StorageOperation, result: Any) -> str | None:
-    """What is wrong with a storage result for ``operation`` (the shapes documented on
-    the operation classes), or ``None``."""
-    if isinstance(operation, ReadList):
-        if not isinstance(result, ListResult) or not all(isinstance(r, dict) for r in result.rows):
-            return f"{type(result).__name__}, not a ListResult of rows, for a list read"
-        return None
-    if isinstance(operation, Create):
-        if not isinstance(result, list) or len(result) != len(operation.rows):
-            return (
-                f"{type(result).__name__}, not a list of {len(operation.rows)} rows, for a create"
-            )
-        if not all(isinstance(row, dict) for row in result):
-            return "a non-row in the rows of a create"
-        return None
-    if result is not None and not isinstance(result, dict):
-        return f"{type(result).__name__}, not a row or None"
-    if (
-        isinstance(operation, Delete)
-        and result is not None
-        and operation.entity.primary_key.name not in result
-    ):
-        return "a deleted row without its primary key"
-    return None
-
-
-def _copy_data(data: Any) -> Any:
-    """A copy hooks may mutate without touching the decoded message."""
-    if isinstance(data, dict):
-        return dict(data)
-    if isinstance(data, list):
-        return [dict(item) if isinstance(item, dict) else item for item in data]
-    return data
-
-
-def _not_found_error(resolved: ResolutionError) -> ErrorInfo:
-    details = {"candidates": list(resolved.candidates)} if resolved.candidates else None
-    return ErrorInfo(code="model_not_found", message=resolved.message, details=details)
-
-
-def _record_not_found(run: _Run) -> ErrorInfo:
-    assert run.entity is not None
-    return ErrorInfo(
-        code="not_found",
-        message=f"{run.entity.qualified_name} record {run.record_id!r} not found",
-        details={"record_id": run.record_id},
-    )
-
-
-def _storage_error(operation: Operation, error: StorageError) -> ErrorInfo:
-    if error.kind is StorageErrorKind.CONSTRAINT:
-        details = {"column": error.column} if error.column else None
-        return ErrorInfo(code="validation_error", message=error.message, details=details)
-    return ErrorInfo(code=_STORAGE_ERROR_CODES[operation], message=error.message)
-
-
-def _describe(entity: Entity) -> dict[str, Any]:
-    return {
-        "schema": entity.schema,
-        "entity": entity.name,
-        "table_name": entity.table_name,
-        "primary_key": entity.primary_key.name,
-        "columns": [
-            {
-                "name": c.name,
-                "type": c.type.value,
-                "nullable": c.nullable,
-                "primary_key": c.primary_key,
-                "has_default": c.has_default,
-            }
-            for c in entity.columns
-        ],
-        "relations": [
-            {
-                "name": r.name,
-                "kind": r.kind.value,
-                "target": r.target,
-                "local_column": r.local_column,
-                "remote_column": r.remote_column,
-            }
-            for r in entity.relations
-        ],
     }

@@ -1,0 +1,294 @@
+"""Request compilation: a decoded message becomes a validated run, or an error.
+
+Theory of operation
+-------------------
+Everything here depends only on the message, the engine's fixed entity registry and its
+limits, never on what else is going on, which is why it lives apart from the engine's
+transitions. :meth:`RequestCompiler.compile` resolves a message's entity and validates it
+into a :class:`~wsspec_core._pipeline.Run` whose ``key`` is the storage operation to carry
+out (``ReadList``, ``ReadOne``, ``Create``, ``Update``, ``Delete``); a mistake of the client
+raises ``InvalidRequest``, which the engine answers with the error it carries.
+:meth:`RequestCompiler.check` builds the storage operation, on arrival and again after
+before-hooks (they may have changed options, data or the record id).
+
+Compiling options is the costly part of a request, and clients repeat the same query
+shapes: compiled filters, reads and selections are remembered per ``(kind, entity,
+options)`` in a bounded cache (``_COMPILED_CACHE_SIZE``), cleared when full.
+
+The module also holds what turns storage outcomes into protocol answers
+(``result_problem``, ``storage_error``, ``record_not_found``) and the ``meta`` operation's
+description of the registry (docs/protocol.md "Errors", "Meta").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._config import Limits
+from ._entities import Entity, EntityRegistry, ResolutionError
+from ._filters import compile_filters
+from ._messages import (
+    WRITE_OPERATIONS,
+    DecodeError,
+    ErrorInfo,
+    Operation,
+    QueryOptions,
+    Request,
+    Subscribe,
+    Unsubscribe,
+)
+from ._options import coerce_key, coerce_record, compile_read, compile_selection
+from ._pipeline import Connection, Run, RunKind
+from ._query import (
+    Create,
+    Delete,
+    InvalidRequest,
+    ListResult,
+    ReadList,
+    ReadOne,
+    StorageError,
+    StorageErrorKind,
+    StorageOperation,
+    Update,
+)
+
+_T = TypeVar("_T")
+
+#: Compiled queries kept per engine; the cache is cleared when it reaches this size.
+_COMPILED_CACHE_SIZE = 1024
+
+#: The error code of a failed storage operation, by operation (docs/protocol.md "Errors").
+STORAGE_ERROR_CODES: dict[Operation, str] = {
+    Operation.READ: "read_error",
+    Operation.CREATE: "create_error",
+    Operation.UPDATE: "update_error",
+    Operation.DELETE: "delete_error",
+}
+
+
+class RequestCompiler:
+    """Validates messages against one registry and its limits, with a cache of compiled
+    query shapes."""
+
+    __slots__ = ("_cache", "limits", "registry")
+
+    def __init__(self, registry: EntityRegistry, limits: Limits) -> None:
+        self.registry = registry
+        self.limits = limits
+        self._cache: dict[tuple[str, str, QueryOptions, tuple[Any, ...]], Any] = {}
+
+    def decode_error(self, message: DecodeError) -> ErrorInfo:
+        """The error answering an undecodable message: ``model_not_found`` when the entity
+        it names does not exist (the more useful news), else the decoder's own."""
+        error = message.error
+        if message.entity_ref is not None:
+            resolved = self.registry.resolve(*message.entity_ref)
+            if isinstance(resolved, ResolutionError):
+                error = not_found_error(resolved)
+        return error
+
+    def compile(self, conn: Connection, message: Request | Subscribe | Unsubscribe) -> Run:
+        """The run of a decoded ``message`` from ``conn``; raises InvalidRequest."""
+        if isinstance(message, Unsubscribe):
+            run = Run(conn, RunKind.EXCLUSIVE, message)
+            run.subscription_id = message.subscription_id
+            return run
+        if isinstance(message, Subscribe):
+            entity = self._resolve(message.schema, message.entity)
+            compile_filters(entity, message.options.filters)
+            return Run(conn, RunKind.EXCLUSIVE, message, entity, options=message.options)
+        if message.operation is Operation.META and not message.entity:
+            return Run(conn, RunKind.SHARED, message)
+        entity = self._resolve(message.schema, message.entity)
+        run = Run(conn, RunKind.SHARED, message, entity, options=message.options)
+        if message.operation in WRITE_OPERATIONS:
+            run.kind = RunKind.EXCLUSIVE
+            run.data = _copy_data(message.data)
+        run.record_id = message.record_id
+        self.check(run)
+        return run
+
+    def _resolve(self, schema: str | None, name: str) -> Entity:
+        resolved = self.registry.resolve(schema, name)
+        if isinstance(resolved, ResolutionError):
+            error = not_found_error(resolved)
+            raise InvalidRequest(error.code, error.message, error.details)
+        return resolved
+
+    def check(self, run: Run) -> None:
+        """Validate what the steps will use and set ``run.key``; raises InvalidRequest.
+        Runs on arrival and again after before-hooks (which may have changed options, data
+        or record id)."""
+        assert isinstance(run.message, Request) and run.entity is not None
+        entity = run.entity
+        operation = run.message.operation
+        if operation is Operation.META:
+            return
+        options = run.options
+        if operation is Operation.READ and run.record_id is None:
+            run.key = self._compiled(
+                "read",
+                entity,
+                options,
+                lambda: compile_read(entity, options, self.registry, self.limits),
+            )
+            return
+        filters = self._compiled(
+            "filters", entity, options, lambda: compile_filters(entity, options.filters)
+        )
+        if operation is Operation.CREATE:
+            records = run.data if isinstance(run.data, list) else [run.data]
+            if not records:
+                raise InvalidRequest("invalid_message", "create needs at least one record")
+            if len(records) > self.limits.max_batch_size:
+                raise InvalidRequest(
+                    "invalid_message",
+                    f"a batch create holds at most {self.limits.max_batch_size} records",
+                )
+            rows = tuple(coerce_record(entity, record, partial=False) for record in records)
+            run.key = Create(entity=entity, rows=rows)
+            return
+        key = coerce_key(entity, run.record_id)
+        if operation is Operation.READ:
+            selection = self._compiled(
+                "selection",
+                entity,
+                options,
+                lambda: compile_selection(entity, options, self.registry),
+            )
+            run.key = ReadOne(entity=entity, key=key, filters=filters, selection=selection)
+        elif operation is Operation.UPDATE:
+            changes = coerce_record(entity, run.data, partial=True)
+            run.key = Update(entity=entity, key=key, changes=changes, filters=filters)
+        else:
+            run.key = Delete(entity=entity, key=key, filters=filters)
+
+    def _compiled(
+        self, kind: str, entity: Entity, options: QueryOptions, build: Callable[[], _T]
+    ) -> _T:
+        """``build()``, remembered per ``(kind, entity, options)``.
+
+        Compiling options depends only on them, the entity and the engine's fixed registry
+        and limits, so clients repeating a query shape skip validation. Options holding
+        lists (``in`` values) are not hashable and are simply compiled each time.
+        """
+        try:
+            # Python equates 1, 1.0 and True (and 0.0 with -0.0), which coerce differently
+            # (True is refused on an integer column; 5.0 is "5.0" on a text column): the
+            # key tells the values apart by type, and floats by their exact text.
+            values = []
+            for spec in options.filters:
+                value = spec.value
+                kind_of = type(value)
+                values.append((kind_of, repr(value)) if kind_of is float else (kind_of, value))
+            key = (kind, entity.qualified_name, options, tuple(values))
+            found = self._cache.get(key)
+        except TypeError:
+            return build()
+        if found is None:
+            found = build()
+            if len(self._cache) >= _COMPILED_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def meta(self, entity: Entity | None) -> Any:
+        """The answer to ``meta``: the entities of the registry, or one entity described."""
+        if entity is None:
+            entities = sorted(self.registry.entities(), key=lambda e: (e.schema, e.name))
+            return [{"schema": e.schema, "entity": e.name} for e in entities]
+        return _describe(entity)
+
+
+def size_in_bytes(data: str | bytes, limit: int) -> int:
+    """The UTF-8 size of a message, encoding text only when its length cannot settle the
+    question (a character takes one to four bytes)."""
+    if isinstance(data, bytes) or len(data) > limit:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+def result_problem(operation: StorageOperation, result: Any) -> str | None:
+    """What is wrong with a storage result for ``operation`` (the shapes documented on
+    the operation classes), or ``None``."""
+    if isinstance(operation, ReadList):
+        if not isinstance(result, ListResult) or not all(isinstance(r, dict) for r in result.rows):
+            return f"{type(result).__name__}, not a ListResult of rows, for a list read"
+        return None
+    if isinstance(operation, Create):
+        if not isinstance(result, list) or len(result) != len(operation.rows):
+            return (
+                f"{type(result).__name__}, not a list of {len(operation.rows)} rows, for a create"
+            )
+        if not all(isinstance(row, dict) for row in result):
+            return "a non-row in the rows of a create"
+        return None
+    if result is not None and not isinstance(result, dict):
+        return f"{type(result).__name__}, not a row or None"
+    if (
+        isinstance(operation, Delete)
+        and result is not None
+        and operation.entity.primary_key.name not in result
+    ):
+        return "a deleted row without its primary key"
+    return None
+
+
+def _copy_data(data: Any) -> Any:
+    """A copy hooks may mutate without touching the decoded message."""
+    if isinstance(data, dict):
+        return dict(data)
+    if isinstance(data, list):
+        return [dict(item) if isinstance(item, dict) else item for item in data]
+    return data
+
+
+def not_found_error(resolved: ResolutionError) -> ErrorInfo:
+    details = {"candidates": list(resolved.candidates)} if resolved.candidates else None
+    return ErrorInfo(code="model_not_found", message=resolved.message, details=details)
+
+
+def record_not_found(run: Run) -> ErrorInfo:
+    assert run.entity is not None
+    return ErrorInfo(
+        code="not_found",
+        message=f"{run.entity.qualified_name} record {run.record_id!r} not found",
+        details={"record_id": run.record_id},
+    )
+
+
+def storage_error(operation: Operation, error: StorageError) -> ErrorInfo:
+    if error.kind is StorageErrorKind.CONSTRAINT:
+        details = {"column": error.column} if error.column else None
+        return ErrorInfo(code="validation_error", message=error.message, details=details)
+    return ErrorInfo(code=STORAGE_ERROR_CODES[operation], message=error.message)
+
+
+def _describe(entity: Entity) -> dict[str, Any]:
+    return {
+        "schema": entity.schema,
+        "entity": entity.name,
+        "table_name": entity.table_name,
+        "primary_key": entity.primary_key.name,
+        "columns": [
+            {
+                "name": c.name,
+                "type": c.type.value,
+                "nullable": c.nullable,
+                "primary_key": c.primary_key,
+                "has_default": c.has_default,
+            }
+            for c in entity.columns
+        ],
+        "relations": [
+            {
+                "name": r.name,
+                "kind": r.kind.value,
+                "target": r.target,
+                "local_column": r.local_column,
+                "remote_column": r.remote_column,
+            }
+            for r in entity.relations
+        ],
+    }
