@@ -186,11 +186,14 @@ class Engine:
         self._out = pipeline.out = []
         return out
 
+    # --- connection lifecycle ----------------------------------------------------
+
     @property
     def _shutting_down(self) -> bool:
+        """``ShutdownRequested`` arrived. Kept as the pipeline's ``draining`` flag, the one
+        copy of it: the pipeline also reads it (reading stays paused; idle connections are
+        closed as their last response goes out)."""
         return self._pipeline.draining
-
-    # --- connection lifecycle ----------------------------------------------------
 
     def _on_opened(self, event: ConnectionOpened) -> None:
         if event.connection_id in self._connections:
@@ -270,6 +273,26 @@ class Engine:
             )
         )
 
+    def _on_shutdown(self, event: ShutdownRequested) -> None:
+        self._pipeline.draining = True
+        for conn in list(self._connections.values()):
+            if conn.state is ConnState.OPENING:
+                conn.state = ConnState.CLOSING
+                self._out.append(
+                    RejectConnection(
+                        connection_id=conn.id, status=503, reason="server shutting down"
+                    )
+                )
+            elif conn.state is ConnState.OPEN:
+                self._pipeline.stop_reading(conn)
+                self._close_if_idle(conn)
+
+    def _close_if_idle(self, conn: Connection) -> None:
+        if self._shutting_down and conn.state is ConnState.OPEN and not conn.runs:
+            self._close(conn, CLOSE_GOING_AWAY, "server shutting down")
+
+    # --- the outbound side (_pipeline.py counts; the engine closes) ---------------
+
     def _close_slow_consumers(self) -> None:
         """Close the connections the pipeline found not reading (docs/core.md "Flow
         control"), now that the event's other actions are complete."""
@@ -298,27 +321,6 @@ class Engine:
                 if not wanted:
                     continue
             self._pipeline.send(conn, event.frame)
-
-    def _log(self, level: int, message: str) -> None:
-        self._out.append(Log(level=level, message=message))
-
-    def _on_shutdown(self, event: ShutdownRequested) -> None:
-        self._pipeline.draining = True
-        for conn in list(self._connections.values()):
-            if conn.state is ConnState.OPENING:
-                conn.state = ConnState.CLOSING
-                self._out.append(
-                    RejectConnection(
-                        connection_id=conn.id, status=503, reason="server shutting down"
-                    )
-                )
-            elif conn.state is ConnState.OPEN:
-                self._pipeline.stop_reading(conn)
-                self._close_if_idle(conn)
-
-    def _close_if_idle(self, conn: Connection) -> None:
-        if self._shutting_down and conn.state is ConnState.OPEN and not conn.runs:
-            self._close(conn, CLOSE_GOING_AWAY, "server shutting down")
 
     # --- keepalive (_timers.py decides; the engine carries it out) ----------------
 
@@ -438,6 +440,9 @@ class Engine:
 
     def _error_response(self, message_id: MessageId, error: ErrorInfo) -> Response:
         return Response(id=message_id, success=False, timestamp=self._timestamp(), error=error)
+
+    def _log(self, level: int, message: str) -> None:
+        self._out.append(Log(level=level, message=message))
 
     # --- hooks -------------------------------------------------------------------
 
@@ -636,7 +641,7 @@ class Engine:
         # The write committed: notify now, in commit order (docs/protocol.md "Order").
         run.committed = True
         if run.conn.state is ConnState.OPEN:
-            run.conn.held = []
+            self._pipeline.hold_notifications(run.conn)
         if operation is Operation.CREATE:
             rows: list[Row] = result
             for row in rows:

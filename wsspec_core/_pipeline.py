@@ -294,6 +294,11 @@ class Pipeline:
         else:
             self.send(conn, frame)
 
+    def hold_notifications(self, conn: Connection) -> None:
+        """Hold ``conn``'s notifications until the response of its write just committed
+        has gone out (the response releases them, in :meth:`flush`)."""
+        conn.held = []
+
     def _hold(self, conn: Connection, frame: str) -> None:
         """Hold a notification behind the connection's own write response; more than
         ``Limits.outbound_queue`` of them is a client that cannot keep up (its own write's
