@@ -64,6 +64,10 @@ def hypercorn_config(app: App, sock: socket.socket) -> hypercorn.config.Config:
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.websocket_max_message_size = app.limits.max_message_bytes
     config.websocket_ping_interval = app.limits.keepalive_interval
+    # serve_hypercorn runs the runtime's graceful shutdown before hypercorn's: by then every
+    # WebSocket is closed, and hypercorn would still hold a finished connection's socket
+    # for its whole graceful_timeout (3 s) before running the lifespan.
+    config.graceful_timeout = 0.5
     config.accesslog = None
     return config
 
@@ -78,15 +82,23 @@ async def serve_hypercorn(
     **runtime_options: Any,
 ) -> None:
     """Serve ``app`` under hypercorn's trio worker on ``sock`` until ``shutdown_trigger``
-    returns; then hypercorn shuts down gracefully (the lifespan runs the runtime's)."""
+    returns; then shut down gracefully: the runtime's shutdown first (finish the accepted
+    requests, close every connection with 1001), then hypercorn's, which would otherwise
+    wait ``graceful_timeout`` for the WebSockets before running the lifespan's."""
     import hypercorn.trio
     import trio
+
+    async def runtime_first() -> None:
+        await shutdown_trigger()
+        runtime = app._runtime
+        if runtime is not None:
+            await runtime.shutdown()
 
     asgi: Any = ASGIApp(app, path=path, **runtime_options)  # hypercorn's types are narrower
     await hypercorn.trio.serve(
         asgi,
         hypercorn_config(app, sock),
-        shutdown_trigger=shutdown_trigger,
+        shutdown_trigger=runtime_first,
         task_status=task_status if task_status is not None else trio.TASK_STATUS_IGNORED,
         mode="asgi",
     )
