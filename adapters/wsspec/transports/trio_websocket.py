@@ -191,59 +191,44 @@ async def _serve_until_shutdown(
     # Shielded: the caller's cancellation must not kill in-flight writes or connections
     # mid-message; serve() sets shutdown_requested instead, and the shutdown is bounded.
     with trio.CancelScope(shield=True):
-        await _serve_shielded(
-            app, host, port, path, close_timeout, shutdown_timeout, shutdown_requested, task_status
-        )
+        async with (
+            app.running(close_timeout=close_timeout, shutdown_timeout=shutdown_timeout) as runtime,
+            trio.open_nursery() as handlers,
+        ):
 
+            async def handle(request: WebSocketRequest) -> None:
+                info = request_info(request)
+                if path is not None and info.path != path:
+                    await request.reject(404, body=b"not found")
+                    return
+                await runtime.run_connection(TrioWebSocketTransport(request), info)
 
-async def _serve_shielded(
-    app: App,
-    host: str,
-    port: int,
-    path: str | None,
-    close_timeout: float,
-    shutdown_timeout: float,
-    shutdown_requested: anyio.Event,
-    task_status: trio.TaskStatus[str],
-) -> None:
-    async with (
-        app.running(close_timeout=close_timeout, shutdown_timeout=shutdown_timeout) as runtime,
-        trio.open_nursery() as handlers,
-    ):
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            server = trio_websocket.WebSocketServer(
+                handle,
+                listeners,
+                handler_nursery=handlers,
+                # So that trio-websocket never buffers a frame the engine would refuse.
+                max_message_size=app.limits.max_message_bytes,
+                disconnect_timeout=close_timeout,
+            )
+            listening = trio.CancelScope()
 
-        async def handle(request: WebSocketRequest) -> None:
-            info = request_info(request)
-            if path is not None and info.path != path:
-                await request.reject(404, body=b"not found")
-                return
-            await runtime.run_connection(TrioWebSocketTransport(request), info)
+            async def listen(
+                task_status: trio.TaskStatus[trio_websocket.WebSocketServer],
+            ) -> None:
+                with listening:
+                    await server.run(task_status=task_status)
 
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        server = trio_websocket.WebSocketServer(
-            handle,
-            listeners,
-            handler_nursery=handlers,
-            # So that trio-websocket never buffers a frame the engine would refuse.
-            max_message_size=app.limits.max_message_bytes,
-            disconnect_timeout=close_timeout,
-        )
-        listening = trio.CancelScope()
-
-        async def listen(
-            task_status: trio.TaskStatus[trio_websocket.WebSocketServer],
-        ) -> None:
-            with listening:
-                await server.run(task_status=task_status)
-
-        await handlers.start(listen)
-        bound_host, bound_port = listeners[0].socket.getsockname()[:2]
-        url = f"ws://{_format_host(bound_host)}:{bound_port}{path or '/'}"
-        logger.info("listening on %s", url)
-        task_status.started(url)
-        await shutdown_requested.wait()
-        listening.cancel()
-        await runtime.shutdown()
-        handlers.cancel_scope.cancel()
+            await handlers.start(listen)
+            bound_host, bound_port = listeners[0].socket.getsockname()[:2]
+            url = f"ws://{_format_host(bound_host)}:{bound_port}{path or '/'}"
+            logger.info("listening on %s", url)
+            task_status.started(url)
+            await shutdown_requested.wait()
+            listening.cancel()
+            await runtime.shutdown()
+            handlers.cancel_scope.cancel()
 
 
 def _format_host(host: str) -> str:
