@@ -13,12 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from ...cli.extras import needs_extra
 from .config import PROPERTIES, FuzzConfig
 
 __all__ = ["PROPERTIES", "FuzzConfig", "add_arguments", "main", "run"]
-
-#: The top-level modules the fuzzer needs to run (the ``testing`` extra).
-TESTING_EXTRA_MODULES = ("hypothesis", "websockets")
 
 # --- command line -------------------------------------------------------------------
 
@@ -73,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@needs_extra("testing", "wsspec fuzz")
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run the fuzzer with parsed arguments; returns the exit status."""
     config = FuzzConfig(
@@ -85,17 +84,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         timeout=args.timeout,
         grace=args.grace,
     )
-    try:
-        from .runner import Fuzzer  # Hypothesis and websockets: only when fuzzing
-    except ImportError as exc:
-        missing = (exc.name or "").partition(".")[0]
-        if missing not in TESTING_EXTRA_MODULES:
-            raise
-        print(
-            f"wsspec fuzz needs {missing}, which is not installed: pip install 'wsspec[testing]'",
-            file=sys.stderr,
-        )
-        return 2
+    from .runner import Fuzzer  # Hypothesis and websockets: only when fuzzing
+
     return Fuzzer(config, out).run()
 
 
