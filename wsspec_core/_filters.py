@@ -336,17 +336,85 @@ def compile_filters(entity: Entity, specs: Sequence[FilterSpec]) -> Filters:
 # --- like patterns ----------------------------------------------------------------------
 
 
+#: ASCII letters folded to lower case, nothing else (docs/protocol.md "like / ilike").
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class LikePattern:
+    """A compiled SQL ``LIKE`` pattern; ``fullmatch(text)`` says whether it matches.
+
+    Theory of operation: ``%`` splits the pattern into *segments* of literal characters and
+    ``_`` (any one character). The first segment must match at the start (unless the
+    pattern starts with ``%``), the last at the end (unless it ends with ``%``), and the
+    ones between are found left to right, each at the leftmost place after the previous
+    one: taking the leftmost place never loses a match, because what follows may start
+    anywhere later. So matching never backtracks: its cost is at most the text's length
+    times the pattern's, where a backtracking regular expression (``.*a.*a.*b``) takes
+    time exponential in the number of ``%`` on a long run of ``a`` characters, and would
+    hold the event loop for seconds while routing one change.
+    """
+
+    __slots__ = ("_fold", "_head", "_middle", "_tail", "_unanchored")
+
+    def __init__(self, segments: list[str | tuple[str | None, ...]], *, fold: bool) -> None:
+        self._fold = fold
+        # A pattern with no % has one segment that must match the whole text.
+        self._unanchored = len(segments) > 1
+        self._head = segments[0]
+        self._tail = segments[-1] if len(segments) > 1 else None
+        self._middle = segments[1:-1]
+
+    def fullmatch(self, text: str) -> bool | None:
+        """``True`` when the whole of ``text`` matches, else ``None`` (like ``re``)."""
+        if self._fold:
+            text = text.translate(_ASCII_LOWER)
+        head = self._head
+        if not self._unanchored:
+            return True if len(text) == len(head) and _match_at(head, text, 0) else None
+        tail = self._tail
+        assert tail is not None
+        start, end = len(head), len(text) - len(tail)
+        if start > end or not _match_at(head, text, 0) or not _match_at(tail, text, end):
+            return None
+        for segment in self._middle:
+            found = _find(segment, text, start, end)
+            if found < 0:
+                return None
+            start = found + len(segment)
+        return True
+
+
+def _match_at(segment: str | tuple[str | None, ...], text: str, at: int) -> bool:
+    if isinstance(segment, str):
+        return text.startswith(segment, at)
+    if at + len(segment) > len(text):
+        return False
+    return all(c is None or c == text[at + i] for i, c in enumerate(segment))
+
+
+def _find(segment: str | tuple[str | None, ...], text: str, start: int, end: int) -> int:
+    """The leftmost place in ``text[start:end]`` where ``segment`` matches, or -1."""
+    if isinstance(segment, str):
+        return text.find(segment, start, end)
+    for at in range(start, end - len(segment) + 1):
+        if _match_at(segment, text, at):
+            return at
+    return -1
+
+
 @functools.lru_cache(maxsize=1024)
-def like_pattern(pattern: str, *, case_insensitive: bool) -> re.Pattern[str]:
-    """The compiled regex (use ``fullmatch``) for a SQL ``LIKE`` pattern.
+def like_pattern(pattern: str, *, case_insensitive: bool) -> LikePattern:
+    """The compiled form (use ``fullmatch``) of a SQL ``LIKE`` pattern.
 
     ``%`` matches any run of characters (including none, and newlines), ``_`` exactly one
     character, and a backslash makes the next character literal (``\\%``, ``\\_``,
     ``\\\\``, and ``\\x`` is just ``x``).  A trailing lone backslash raises ``ValueError``.
     ``case_insensitive`` folds ASCII letters only; other characters compare exactly.
-    SQL adapters must use ``ESCAPE '\\'`` to get the same rules.
+    SQL adapters must use ``ESCAPE '\\'`` to get the same rules. Matching takes at most
+    time proportional to the text's length times the pattern's (:class:`LikePattern`).
     """
-    parts: list[str] = []
+    segments: list[str | tuple[str | None, ...]] = []
+    current: list[str | None] = []
     i = 0
     n = len(pattern)
     while i < n:
@@ -354,21 +422,33 @@ def like_pattern(pattern: str, *, case_insensitive: bool) -> re.Pattern[str]:
         if char == "\\":
             if i + 1 == n:
                 raise ValueError("pattern ends with a lone backslash (escape it as \\\\)")
-            parts.append(re.escape(pattern[i + 1]))
+            current.append(pattern[i + 1])
             i += 2
             continue
         if char == "%":
-            if not parts or parts[-1] != ".*":  # runs of % mean the same as one
-                parts.append(".*")
+            segments.append(_segment(current))
+            current = []
         elif char == "_":
-            parts.append(".")
+            current.append(None)
         else:
-            parts.append(re.escape(char))
+            current.append(char)
         i += 1
-    flags = re.DOTALL
+    segments.append(_segment(current))
     if case_insensitive:
-        flags |= re.IGNORECASE | re.ASCII
-    return re.compile("".join(parts), flags)
+        segments = [
+            s.translate(_ASCII_LOWER)
+            if isinstance(s, str)
+            else tuple(c if c is None else c.translate(_ASCII_LOWER) for c in s)
+            for s in segments
+        ]
+    return LikePattern(segments, fold=case_insensitive)
+
+
+def _segment(chars: list[str | None]) -> str | tuple[str | None, ...]:
+    """A run between two ``%``: a plain string when it has no ``_`` (``str.find`` is fast)."""
+    if None in chars:
+        return tuple(chars)
+    return "".join(c for c in chars if c is not None)
 
 
 # --- the matcher --------------------------------------------------------------------------

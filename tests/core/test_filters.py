@@ -690,3 +690,18 @@ def test_ilike_is_like_after_ascii_lowercasing(pattern: str, text: str) -> None:
     ilike = like_pattern(pattern, case_insensitive=True).fullmatch(text) is not None
     assert ilike is like_oracle(ascii_lower(pattern), ascii_lower(text))
     assert holds(spec("t", "ilike", pattern), {"t": text}) is ilike
+
+
+@pytest.mark.parametrize("case_insensitive", [False, True])
+def test_like_never_backtracks(case_insensitive: bool) -> None:
+    """A subscription filter ``like '%a%a%a...%b'`` against a long run of ``a``: a
+    backtracking matcher takes time exponential in the number of ``%`` (this test would
+    then run into pytest's timeout); the segment matcher answers at once."""
+    text = "a" * 5_000
+    for pattern in ("%a" * 12 + "%b", "%a_" * 12 + "%b", "%a" * 12 + "%"):
+        expected = pattern.endswith("%")
+        compiled = like_pattern(pattern, case_insensitive=case_insensitive)
+        assert (compiled.fullmatch(text) is not None) is expected
+        assert holds(spec("t", "ilike" if case_insensitive else "like", pattern), {"t": text}) is (
+            expected
+        )
