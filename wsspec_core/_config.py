@@ -43,6 +43,14 @@ class Limits:
     max_page_size: int = attrs.field(default=1000, validator=_positive)
     #: Records in one batch create.
     max_batch_size: int = attrs.field(default=1000, validator=_positive)
+    #: Relations in one preload path (``"posts.user.posts"`` is 3). Every level can multiply
+    #: the rows of a reply, and a cyclic path doubles it per level: deeper is
+    #: ``invalid_options``.
+    max_preload_depth: int = attrs.field(default=4, validator=_positive)
+    #: Bytes of one response frame. A bigger reply (a huge preload, an after-hook's result)
+    #: is answered with the operation's error naming the limit instead: the client cannot
+    #: have meant it, and the server must not queue it. Keep it below what clients accept.
+    max_reply_bytes: int = attrs.field(default=16 << 20, validator=_positive)
     #: Frames written for one client and not yet sent before it counts as not reading and
     #: is closed with 1008. The engine counts them (``Send`` minus ``FramesWritten``) and
     #: stops reading a client's requests while this backlog is above

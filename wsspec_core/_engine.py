@@ -399,12 +399,19 @@ class Engine:
             self._timestamp_of = (millis, text)
         return text
 
-    def _encode_response(self, response: Response, *, hooks_ran: bool = False) -> str:
+    def _encode_response(
+        self,
+        response: Response,
+        *,
+        hooks_ran: bool = False,
+        operation_error_code: str = "internal_error",
+    ) -> str:
         """``response`` as its frame. A value the codec cannot write (an after-hook's
         result, a ``Decimal`` from storage) costs this one request an error response,
-        never an exception (docs/protocol.md "Hooks")."""
+        never an exception (docs/protocol.md "Hooks"); so does a frame larger than
+        ``Limits.max_reply_bytes`` (``operation_error_code``, e.g. ``read_error``)."""
         try:
-            return encode(response)
+            frame = encode(response)
         except Exception as exc:
             self._log(
                 LOG_ERROR,
@@ -419,9 +426,28 @@ class Engine:
             return encode(
                 Response(id=response.id, success=False, timestamp=response.timestamp, error=error)
             )
+        limit = self.limits.max_reply_bytes
+        if len(frame) > limit and len(frame.encode("utf-8", "surrogatepass")) > limit:
+            self._log(LOG_WARNING, f"the reply to request {response.id!r} exceeds {limit} bytes")
+            error = ErrorInfo(
+                code=operation_error_code,
+                message=f"the reply would be larger than the server's limit of {limit} bytes",
+                details={"limit": limit},
+            )
+            return encode(
+                Response(id=response.id, success=False, timestamp=response.timestamp, error=error)
+            )
+        return frame
 
     def _finish(self, run: Run, response: Response) -> None:
-        self._pipeline.finish(run, self._encode_response(response, hooks_ran=run.hooks_ran))
+        message = run.message
+        code = (
+            STORAGE_ERROR_CODES.get(message.operation, "internal_error")
+            if isinstance(message, Request)
+            else "internal_error"
+        )
+        frame = self._encode_response(response, hooks_ran=run.hooks_ran, operation_error_code=code)
+        self._pipeline.finish(run, frame)
 
     def _succeed(self, run: Run, data: Any, metadata: dict[str, Any] | None = None) -> None:
         assert run.message is not None

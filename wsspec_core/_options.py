@@ -65,12 +65,24 @@ class _PreloadNode:
 
 
 def _add_preload(
-    entity: Entity, spec: PreloadSpec, registry: EntityRegistry, roots: dict[str, _PreloadNode]
+    entity: Entity,
+    spec: PreloadSpec,
+    registry: EntityRegistry,
+    roots: dict[str, _PreloadNode],
+    max_depth: int | None,
 ) -> None:
     current = entity
     level = roots
     node: _PreloadNode | None = None
-    for segment in spec.relation.split("."):
+    segments = spec.relation.split(".")
+    if max_depth is not None and len(segments) > max_depth:
+        raise InvalidRequest(
+            "invalid_options",
+            f"preload {spec.relation!r} is {len(segments)} relations deep; "
+            f"at most {max_depth} are allowed",
+            {"relation": spec.relation, "limit": max_depth},
+        )
+    for segment in segments:
         relation = current.relations_by_name.get(segment)
         if relation is None:
             raise InvalidRequest(
@@ -107,7 +119,12 @@ def _add_preload(
         node.columns += [c for c in wanted if c not in node.columns]
 
 
-def compile_selection(entity: Entity, options: QueryOptions, registry: EntityRegistry) -> Selection:
+def compile_selection(
+    entity: Entity,
+    options: QueryOptions,
+    registry: EntityRegistry,
+    limits: Limits | None = None,
+) -> Selection:
     """The columns and preloads a read returns; raises ``InvalidRequest``.
 
     * ``columns``: absent or empty -> every column in entity order; otherwise exactly the
@@ -120,6 +137,8 @@ def compile_selection(entity: Entity, options: QueryOptions, registry: EntityReg
       named.  ``preload[].columns`` are checked against the target entity (details
       ``{column, relation}``); the same path named twice gets the union of the columns
       (all columns if either asked for all).
+    * a preload path of more than ``limits.max_preload_depth`` relations is
+      ``invalid_options`` (details ``{relation, limit}``), when ``limits`` are given.
     """
     if options.columns:
         columns = _column_list(entity, options.columns, "column")
@@ -127,8 +146,9 @@ def compile_selection(entity: Entity, options: QueryOptions, registry: EntityReg
         columns = [c.name for c in entity.columns]
     omitted = set(_column_list(entity, options.omit_columns, "omit_columns entry"))
     roots: dict[str, _PreloadNode] = {}
+    max_depth = limits.max_preload_depth if limits is not None else None
     for spec in options.preload:
-        _add_preload(entity, spec, registry, roots)
+        _add_preload(entity, spec, registry, roots, max_depth)
     return Selection(
         columns=tuple(c for c in columns if c not in omitted),
         preload=tuple(node.freeze() for node in roots.values()),
@@ -153,7 +173,7 @@ def compile_read(
     ``offset``: absent -> 0; negative -> ``invalid_options``.
     """
     filters = compile_filters(entity, options.filters)
-    selection = compile_selection(entity, options, registry)
+    selection = compile_selection(entity, options, registry, limits)
 
     sort: list[SortKey] = []
     seen: set[str] = set()

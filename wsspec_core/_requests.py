@@ -155,7 +155,7 @@ class RequestCompiler:
                 "selection",
                 entity,
                 options,
-                lambda: compile_selection(entity, options, self.registry),
+                lambda: compile_selection(entity, options, self.registry, self.limits),
             )
             run.key = ReadOne(entity=entity, key=key, filters=filters, selection=selection)
         elif operation is Operation.UPDATE:

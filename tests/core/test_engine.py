@@ -816,3 +816,38 @@ def test_shutdown_finishes_work_then_closes_with_1001() -> None:
     assert d.closed["a"] == (1001, "server shutting down")
     d.connect("late")
     assert d.rejected["late"][0] == 503
+
+
+def test_preload_paths_deeper_than_the_limit_are_invalid_options() -> None:
+    d = make(max_preload_depth=3)
+    read = {"id": "r", "type": "request", "operation": "read", "entity": "users"}
+    ok = d.request("a", {**read, "options": {"preload": [{"relation": "posts.user.posts"}]}})
+    assert ok["success"] is True
+    deep = "posts.user.posts.user"
+    reply = d.request("a", {**read, "options": {"preload": [{"relation": deep}]}})
+    assert reply["error"]["code"] == "invalid_options"
+    assert reply["error"]["details"] == {"relation": deep, "limit": 3}
+    assert "4 relations deep" in reply["error"]["message"]
+
+
+def test_a_reply_larger_than_the_limit_is_the_operations_error_naming_it() -> None:
+    d = make(max_reply_bytes=2_000)
+    for n in range(30):
+        create(d, "a", {"name": "x" * 50}, msg_id=f"c{n}")
+    reply = d.request("a", {"id": "r", "type": "request", "operation": "read", "entity": "users"})
+    assert reply["success"] is False
+    assert reply["error"]["code"] == "read_error"
+    assert reply["error"]["details"] == {"limit": 2_000}
+    assert "2000 bytes" in reply["error"]["message"]
+    small = d.request(
+        "a",
+        {
+            "id": "r2",
+            "type": "request",
+            "operation": "read",
+            "entity": "users",
+            "options": {"limit": 3},
+        },
+    )
+    assert small["success"] is True and len(small["data"]) == 3
+    assert d.logged and "exceeds 2000 bytes" in d.logged[-1].message
