@@ -11,6 +11,7 @@ import attrs
 
 from ._events import ConnectionId
 from ._hooks import Hook, HookContext, HookType
+from ._messages import MessageId
 from ._query import StorageOperation
 
 
@@ -45,10 +46,13 @@ class Send:
 @attrs.frozen(kw_only=True)
 class RunStorage:
     """Run ``operation`` and report ``StorageCompleted`` / ``StorageFailed`` with
-    ``operation_id``. Writes must be reported in the order they committed."""
+    ``operation_id``. Writes must be reported in the order they committed.
+    ``request_id`` is the id of the client's request it serves, for the operator's log when
+    it fails (the client is told no internals; the log should say which request it was)."""
 
     operation_id: int
     operation: StorageOperation
+    request_id: MessageId | None = None
 
 
 @attrs.frozen(kw_only=True)

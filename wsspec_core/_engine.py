@@ -624,9 +624,12 @@ class Engine:
                 self._hook_broke(run, f"hooks left values that cannot be used: {exc!r}")
                 return
         operation: StorageOperation = run.key
+        assert run.message is not None
         self._next_id += 1
         self._storage_pending[self._next_id] = run
-        self._out.append(RunStorage(operation_id=self._next_id, operation=operation))
+        self._out.append(
+            RunStorage(operation_id=self._next_id, operation=operation, request_id=run.message.id)
+        )
 
     def _on_storage_completed(self, event: StorageCompleted) -> None:
         run = self._storage_pending.pop(event.operation_id)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import trio
-from wsserver_support import TIMEOUT, client, demo_app, serving
+from wsserver_support import TIMEOUT, client, demo_app, serving, wait_until
 from wsspec import HookError
 
 from wsspec_core import (
@@ -173,3 +174,27 @@ async def test_storage_errors(tmp_path: Path, operation: str, fields: dict, code
             assert reply["error"]["code"] == code
             assert reply["error"]["message"] == "internal storage error"
             assert "SELECT" not in str(reply)
+
+
+async def test_storage_failures_are_logged_with_the_request_id_and_the_database_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client is told no internals; the operator's log says which request failed and
+    what the database said (ERROR), and a constraint the client broke only at INFO."""
+    app = demo_app(tmp_path)
+    with caplog.at_level(logging.INFO, logger="wsspec.storage"), trio.fail_after(TIMEOUT):
+        async with serving(app) as url, client(url) as c:
+            await c.request("create", "users", data={"name": "u"})
+            with sqlite3.connect(tmp_path / "test.db") as db:
+                db.execute("DROP TABLE posts")  # behind the server's back
+            await c.send(
+                {"id": "lost-1", "type": "request", "operation": "read", "entity": "posts"}
+            )
+            reply = await c.recv()
+            assert reply["error"]["code"] == "read_error"
+            assert "posts" not in reply["error"]["message"]
+            await wait_until(lambda: "lost-1" in caplog.text)
+    (record,) = [r for r in caplog.records if "lost-1" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "no such table: posts" in record.getMessage()
+    assert "ReadList on public.posts" in record.getMessage()

@@ -56,20 +56,47 @@ class Storage(Protocol):
     def execute(self, operation: StorageOperation) -> Any: ...
 
 
-def execute(storage: Storage, operation: StorageOperation, operation_id: int) -> Outcome:
-    """Run one operation; an unexpected exception is logged and becomes an internal error
-    (the client sees no internals; the operator sees the traceback)."""
+def execute(storage: Storage, action: RunStorage) -> Outcome:
+    """Run one operation. A failure is logged for the operator with the request's id and
+    the database's own message, which the client never sees: at INFO for a constraint the
+    client broke (its ``validation_error`` says enough), at ERROR for the rest. An
+    unexpected exception becomes an internal error, logged with its traceback."""
+    operation = action.operation
     try:
-        return (operation_id, storage.execute(operation), None)
+        return (action.operation_id, storage.execute(operation), None)
     except StorageFailure as exc:
-        return (operation_id, None, exc.error)
+        error = exc.error
+        # Backends raise StorageFailure from the driver's exception (``from None`` keeps
+        # it as the context): that is the database's own message.
+        cause = exc.__cause__ or exc.__context__
+        logger.log(
+            logging.INFO if error.kind is StorageErrorKind.CONSTRAINT else logging.ERROR,
+            "request %r: %s on %s failed (%s): %s%s",
+            action.request_id,
+            type(operation).__name__,
+            _entity_name(operation),
+            error.kind.value,
+            error.message,
+            f": {type(cause).__name__}: {cause}" if cause is not None else "",
+        )
+        return (action.operation_id, None, error)
     except Exception:
-        logger.exception("storage operation %s failed", type(operation).__name__)
+        logger.exception(
+            "request %r: %s on %s raised",
+            action.request_id,
+            type(operation).__name__,
+            _entity_name(operation),
+        )
         return (
-            operation_id,
+            action.operation_id,
             None,
             StorageError(kind=StorageErrorKind.OTHER, message="internal storage error"),
         )
+
+
+def _entity_name(operation: StorageOperation) -> str:
+    entity = getattr(operation, "entity", None)
+    return entity.qualified_name if entity is not None else "?"
 
 
 class StorageLanes:
@@ -94,7 +121,7 @@ class StorageLanes:
             # Inline: storage_threads=0 for storage that never blocks (MemoryStorage), or an
             # operation the storage says cannot block (a SQLite read by key), for which a
             # thread round trip would cost several times the query itself.
-            self._report([execute(self.storage, action.operation, action.operation_id)])
+            self._report([execute(self.storage, action)])
         elif isinstance(action.operation, Create | Update | Delete):
             self._writes.put(action)
         else:
@@ -170,7 +197,7 @@ class StorageLanes:
             else:
                 running = False  # took the None: run what it took, then stop
             if batch:
-                outcomes = [execute(self.storage, a.operation, a.operation_id) for a in batch]
+                outcomes = [execute(self.storage, action) for action in batch]
                 try:
                     schedule(self._deliver, outcomes)
                 except LoopClosed:
