@@ -77,15 +77,16 @@ class ASGIWebSocket:
             pass  # the client is gone already
 
     async def receive(self) -> str | bytes | None:
-        message = await self._receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            text = message.get("text")
-            return text if text is not None else message.get("bytes") or b""
-        if kind == "websocket.disconnect":
-            self._peer_close = message.get("code", 1005)
-            return None
-        return await self.receive()  # nothing else is defined after the connect
+        while True:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                return text if text is not None else message.get("bytes") or b""
+            if kind == "websocket.disconnect":
+                self._peer_close = message.get("code", 1005)
+                return None
+            # Nothing else is defined after the connect: skip it.
 
     async def send(self, frames: Sequence[str]) -> None:
         for frame in frames:
