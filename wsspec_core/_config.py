@@ -7,6 +7,15 @@ from typing import Any
 
 import attrs
 
+#: Bound parameters one SQL statement may carry on the smallest shipped backend: SQLite's
+#: default build takes 32,766 (PostgreSQL 65,535). ``max_in_values + 2 * max_filters``
+#: (every other filter binds at most two values) must stay below it, with room for a key,
+#: the changed columns of an update, ``LIMIT`` and ``OFFSET``.
+MAX_FILTER_PARAMETERS = 30_000
+#: The most filters one request may hold: SQLite refuses a ``WHERE`` whose expression tree
+#: is more than 1,000 levels deep, and every ANDed or ORed filter adds a level.
+MAX_FILTERS_CEILING = 500
+
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value <= 0:
@@ -47,6 +56,24 @@ class Limits:
     #: the rows of a reply, and a cyclic path doubles it per level: deeper is
     #: ``invalid_options``.
     max_preload_depth: int = attrs.field(default=4, validator=_positive)
+    #: Filters in one request (the client's and those its before-hooks add), at most
+    #: ``MAX_FILTERS_CEILING`` (500). More is ``invalid_options`` naming the limit: each
+    #: filter costs work on every notification, and SQLite refuses about 1,000 ANDed
+    #: conditions with an internal error.
+    max_filters: int = attrs.field(default=100, validator=_positive)
+    #: Values in all ``in``/``not_in`` lists of one request together (counted as sent,
+    #: before duplicates are removed). More is ``invalid_filter`` naming the column and the
+    #: limit. Every value is a bound parameter of the SQL statement, and databases take a
+    #: bounded number (SQLite 32,766, PostgreSQL 65,535): with ``2 * max_filters`` it must
+    #: not exceed ``MAX_FILTER_PARAMETERS`` (30,000).
+    max_in_values: int = attrs.field(default=10_000, validator=_positive)
+    #: Rows a list read counts for ``metadata.total`` beyond its own page, or ``None`` to
+    #: always count every matching row. A read counts at most ``offset + max(limit,
+    #: max_count) + 1`` rows; when more match, ``total`` is that number (a lower bound
+    #: that keeps ``offset + count < total`` while more rows exist, so pagers go on) and
+    #: ``metadata.total_exact`` is ``false``. A full ``COUNT(*)`` of a large table costs
+    #: time proportional to the table on every read.
+    max_count: int | None = attrs.field(default=10_000, validator=_positive_or_none)
     #: Bytes of one response frame. A bigger reply (a huge preload, an after-hook's result)
     #: is answered with the operation's error naming the limit instead: the client cannot
     #: have meant it, and the server must not queue it. Keep it below what clients accept.
@@ -65,6 +92,17 @@ class Limits:
     def __attrs_post_init__(self) -> None:
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size must not exceed max_page_size")
+        if self.max_filters > MAX_FILTERS_CEILING:
+            raise ValueError(
+                f"max_filters ({self.max_filters}) may not exceed {MAX_FILTERS_CEILING}: "
+                "SQLite refuses a WHERE clause about 1,000 conditions deep"
+            )
+        if self.max_in_values + 2 * self.max_filters > MAX_FILTER_PARAMETERS:
+            raise ValueError(
+                f"max_in_values + 2 * max_filters ({self.max_in_values + 2 * self.max_filters}) "
+                f"may not exceed {MAX_FILTER_PARAMETERS}: every value is a bound parameter, "
+                "and SQLite takes at most 32,766 in one statement"
+            )
         read_ahead = self.requests_read_ahead
         if self.outbound_queue < 2 * read_ahead:
             raise ValueError(

@@ -44,6 +44,10 @@ class Column:
     #: The database fills the column when a create leaves it out (a default, or an
     #: auto-incrementing key), so a create may omit it even when it is not nullable.
     has_default: bool = False
+    #: For an INTEGER column: the signed width the database stores, 16, 32 or 64 bits.
+    #: Values outside it are refused by coercion (docs/protocol.md "Coercion") instead of
+    #: failing in the database. Ignored for the other types.
+    integer_bits: int = attrs.field(default=64, validator=attrs.validators.in_((16, 32, 64)))
 
 
 @attrs.frozen(kw_only=True)

@@ -42,6 +42,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._config import Limits
 from ._entities import Column, ColumnType, Entity
 from ._messages import FilterSpec
 from ._query import Condition, FilterGroup, Filters, InvalidRequest, Operator, Row
@@ -50,8 +51,15 @@ from ._query import Condition, FilterGroup, Filters, InvalidRequest, Operator, R
 
 #: Integers are 64-bit signed in SQLite and PostgreSQL (``bigint``); a bigger value could
 #: not be bound as a parameter, so it is refused up front rather than failing in SQL.
+#: Narrower columns (``Column.integer_bits``) are refused beyond their own range.
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
+_INT_RANGES = {bits: (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (16, 32, 64)}
+
+#: Largest magnitude of a float taken as an integer: every integer up to 2**53 is exactly
+#: a float, beyond it a float no longer says which integer it means (the JSON decoder
+#: reads integers beyond 64 bits as floats: -2**63-1 arrives as -2.0**63, in range).
+_MAX_EXACT_FLOAT = 2.0**53
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -68,7 +76,7 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _coerce_integer(value: Any) -> int:
+def _coerce_integer(value: Any, bits: int = 64) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer, got a boolean")
     if isinstance(value, int):
@@ -76,6 +84,11 @@ def _coerce_integer(value: Any) -> int:
     elif isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
             raise ValueError(f"expected an integer, got {_describe(value)}")
+        if abs(value) > _MAX_EXACT_FLOAT:
+            raise ValueError(
+                f"integer out of range: {_describe(value)} is a floating-point number beyond "
+                "2**53 (or an integer beyond 64 bits), which stands for no exact integer"
+            )
         result = int(value)
     elif isinstance(value, str):
         if not _INT_TEXT.fullmatch(value):
@@ -83,8 +96,9 @@ def _coerce_integer(value: Any) -> int:
         result = int(value)
     else:
         raise ValueError(f"expected an integer, got {type(value).__name__}")
-    if not INT_MIN <= result <= INT_MAX:
-        raise ValueError("integer out of range (64-bit signed)")
+    low, high = _INT_RANGES[bits]
+    if not low <= result <= high:
+        raise ValueError(f"integer out of range ({bits}-bit signed: {low} to {high})")
     return result
 
 
@@ -186,9 +200,10 @@ def coerce_value(column: Column, value: Any) -> Any:
 
     docs/protocol.md "Coercion":
 
-    * INTEGER: ``int`` (64-bit signed range), an integral finite ``float`` (``5.0``), or a
-      string of ASCII digits with an optional sign (``"5"``, ``"-3"``; no spaces, no
-      underscores, no ``"5.0"``). Never a boolean.
+    * INTEGER: ``int``, an integral finite ``float`` (``5.0``) of magnitude at most 2**53,
+      or a string of ASCII digits with an optional sign (``"5"``, ``"-3"``; no spaces, no
+      underscores, no ``"5.0"``). Never a boolean. The result must fit the column's
+      ``integer_bits`` (signed 64, 32 or 16 bits).
     * FLOAT: ``int`` or ``float`` (not a boolean), or a decimal string (``"2.5"``,
       ``"-1e3"``); the result is a finite ``float`` (NaN and infinity are refused).
     * TEXT: a string, or a number written as its shortest round-trip decimal text
@@ -203,7 +218,10 @@ def coerce_value(column: Column, value: Any) -> Any:
 
     ``None`` is not handled here: callers decide what NULL means.
     """
-    return _COERCERS[column.type](value)
+    kind = column.type
+    if kind is ColumnType.INTEGER:
+        return _coerce_integer(value, column.integer_bits)
+    return _COERCERS[kind](value)
 
 
 # --- compiling wire filters -----------------------------------------------------------
@@ -227,7 +245,9 @@ def _coerce_filter_value(column: Column, spec: FilterSpec, value: Any) -> Any:
         ) from None
 
 
-def _compile_condition(entity: Entity, spec: FilterSpec) -> Condition:
+def _compile_condition(entity: Entity, spec: FilterSpec, in_budget: list[int]) -> Condition:
+    """One wire filter checked and coerced. ``in_budget`` is ``[values still allowed,
+    max_in_values]`` for the request's ``in``/``not_in`` lists; this decreases the first."""
     column = entity.columns_by_name.get(spec.column)
     if column is None:
         what = "a relation, not a column" if spec.column in entity.relations_by_name else None
@@ -270,6 +290,11 @@ def _compile_condition(entity: Entity, spec: FilterSpec) -> Condition:
             )
         if not isinstance(value, str):
             raise _filter_error(spec, f"Filter {spec.operator!r} needs a string pattern")
+        if "\x00" in value:
+            # As for every text value (see _coerce_text): PostgreSQL cannot take NUL.
+            raise _filter_error(
+                spec, f"Invalid {spec.operator!r} pattern: text may not contain the NUL character"
+            )
         try:
             like_pattern(value, case_insensitive=operator is Operator.ILIKE)
         except ValueError as exc:
@@ -277,17 +302,21 @@ def _compile_condition(entity: Entity, spec: FilterSpec) -> Condition:
         return Condition(column=column.name, operator=operator, value=value)
 
     if operator in (Operator.IN, Operator.NOT_IN):
-        items = list(value) if isinstance(value, list | tuple) else [value]
-        coerced_items: list[Any] = []
+        items = value if isinstance(value, list | tuple) else [value]
+        # Checked before any work on the values, so a huge list costs nothing.
+        in_budget[0] -= len(items)
+        if in_budget[0] < 0:
+            raise _too_many_in_values(spec, in_budget[1])
+        # A dict keeps the first of equal values, in order, in linear time (a list's
+        # ``in`` test made this quadratic: 40,000 values took 8 s).
+        unique: dict[Any, None] = {}
         for item in items:
             if item is None:
                 raise _filter_error(
                     spec, f"Filter {spec.operator!r} values may not be null (use is_null)"
                 )
-            coerced = _coerce_filter_value(column, spec, item)
-            if coerced not in coerced_items:
-                coerced_items.append(coerced)
-        return Condition(column=column.name, operator=operator, value=tuple(coerced_items))
+            unique[_coerce_filter_value(column, spec, item)] = None
+        return Condition(column=column.name, operator=operator, value=tuple(unique))
 
     # BETWEEN
     if not isinstance(value, list | tuple) or len(value) != 2:
@@ -299,7 +328,22 @@ def _compile_condition(entity: Entity, spec: FilterSpec) -> Condition:
     return Condition(column=column.name, operator=operator, value=(low, high))
 
 
-def compile_filters(entity: Entity, specs: Sequence[FilterSpec]) -> Filters:
+def _too_many_in_values(spec: FilterSpec, limit: int) -> InvalidRequest:
+    return InvalidRequest(
+        "invalid_filter",
+        f"Too many in/not_in values: a request may hold at most {limit} in all its "
+        f"in/not_in lists together (limit max_in_values); {spec.column!r} ({spec.operator}) "
+        "goes beyond it",
+        {"column": spec.column, "operator": spec.operator, "limit": limit},
+    )
+
+
+_DEFAULT_LIMITS = Limits()
+
+
+def compile_filters(
+    entity: Entity, specs: Sequence[FilterSpec], limits: Limits | None = None
+) -> Filters:
     """Validate and group wire filters; raises ``InvalidRequest``.
 
     Checks, for each filter in order: ``logic_operator`` is ``AND`` or ``OR`` in any case
@@ -309,9 +353,24 @@ def compile_filters(entity: Entity, specs: Sequence[FilterSpec]) -> Filters:
     details ``{column, operator}``).  ``eq``/``neq`` with ``null`` become
     ``IS_NULL``/``IS_NOT_NULL``; ``in``/``not_in`` values are de-duplicated.
 
+    Limits (``limits``, the defaults when ``None``; docs/protocol.md "Limits"): more than
+    ``max_filters`` filters is ``invalid_options`` (details ``{filters, limit}``), checked
+    first; more than ``max_in_values`` values in all ``in``/``not_in`` lists together is
+    ``invalid_filter`` on the list that goes beyond it (details ``{column, operator,
+    limit}``).  The cost of compiling is linear in the number of values.
+
     Grouping (docs/protocol.md "Query options"): ``OR`` on filter *i* joins it to the
     filter before it; ``[A, B(or), C, D(or)]`` is ``(A OR B) AND (C OR D)``.
     """
+    limits = _DEFAULT_LIMITS if limits is None else limits
+    if len(specs) > limits.max_filters:
+        raise InvalidRequest(
+            "invalid_options",
+            f"options.filters holds {len(specs)} filters; at most {limits.max_filters} are "
+            "allowed (limit max_filters)",
+            {"filters": len(specs), "limit": limits.max_filters},
+        )
+    in_budget = [limits.max_in_values, limits.max_in_values]
     groups: list[list[Condition]] = []
     for index, spec in enumerate(specs):
         logic = spec.logic_operator.upper() if spec.logic_operator.isascii() else ""
@@ -325,7 +384,7 @@ def compile_filters(entity: Entity, specs: Sequence[FilterSpec]) -> Filters:
                     "logic_operator": spec.logic_operator,
                 },
             )
-        condition = _compile_condition(entity, spec)
+        condition = _compile_condition(entity, spec, in_budget)
         if logic == "OR" and index > 0:
             groups[-1].append(condition)
         else:

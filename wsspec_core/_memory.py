@@ -167,6 +167,10 @@ class MemoryStorage:
             found.sort(key=lambda r: _null_smallest(r.get(column)), reverse=sort_key.descending)
         page = found[op.offset : op.offset + op.limit]
         rows = self._project(entity, page, op.selection.columns, op.selection.preload)
+        # The same answer as a database counting at most count_cap + 1 rows.
+        cap = op.count_cap
+        if cap is not None and len(found) > cap:
+            return ListResult(rows=rows, total=cap + 1, total_exact=False)
         return ListResult(rows=rows, total=len(found))
 
     def _read_one(self, op: ReadOne) -> Row | None:

@@ -171,8 +171,10 @@ def compile_read(
     ``limit``: absent -> ``limits.default_page_size``; above ``limits.max_page_size`` ->
     clamped; ``0`` is allowed (no rows, but ``total``); negative -> ``invalid_options``.
     ``offset``: absent -> 0; negative -> ``invalid_options``.
+    ``count_cap``: ``offset + max(limit, limits.max_count)``, or ``None`` when
+    ``limits.max_count`` is ``None`` (count every matching row).
     """
-    filters = compile_filters(entity, options.filters)
+    filters = compile_filters(entity, options.filters, limits)
     selection = compile_selection(entity, options, registry, limits)
 
     sort: list[SortKey] = []
@@ -208,6 +210,7 @@ def compile_read(
     else:
         offset = options.offset
 
+    max_count = limits.max_count
     return ReadList(
         entity=entity,
         filters=filters,
@@ -215,6 +218,7 @@ def compile_read(
         limit=limit,
         offset=offset,
         selection=selection,
+        count_cap=None if max_count is None else offset + max(limit, max_count),
     )
 
 

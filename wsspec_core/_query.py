@@ -120,6 +120,13 @@ class ReadList:
 
     Sort ties are broken by the primary key ascending, so pages are stable.
     ``total`` counts the rows matching ``filters``, ignoring ``limit``/``offset``.
+
+    ``count_cap`` bounds the cost of that count (``Limits.max_count``; docs/protocol.md
+    "Paging"): when it is not ``None`` and more than ``count_cap`` rows match, a backend
+    may count only ``count_cap + 1`` of them and answer ``total = count_cap + 1`` with
+    ``total_exact=False`` (SQL: ``SELECT COUNT(*) FROM (SELECT 1 ... LIMIT count_cap + 1)``).
+    It is at least ``offset + limit``, so such a ``total`` still exceeds the rows up to the
+    end of the page. A backend that always counts exactly may ignore it.
     """
 
     entity: Entity
@@ -128,6 +135,7 @@ class ReadList:
     limit: int
     offset: int
     selection: Selection
+    count_cap: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -180,7 +188,10 @@ StorageOperation = ReadList | ReadOne | Create | Update | Delete
 @attrs.frozen(kw_only=True)
 class ListResult:
     rows: list[Row]
+    #: Rows matching the filters; a lower bound when ``total_exact`` is false.
     total: int
+    #: False when ``total`` stopped at the read's ``count_cap + 1`` (more rows may match).
+    total_exact: bool = True
 
 
 class StorageErrorKind(enum.Enum):

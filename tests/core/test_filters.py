@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import time
 from typing import Any
 
 import pytest
@@ -20,14 +21,18 @@ from wsspec_core import (
     Filters,
     FilterSpec,
     InvalidRequest,
+    Limits,
     Operator,
     coerce_value,
     compile_filters,
     like_pattern,
     matches,
 )
+from wsspec_core._config import MAX_FILTER_PARAMETERS, MAX_FILTERS_CEILING
 
 INT = Column(name="n", type=ColumnType.INTEGER)
+INT32 = Column(name="n32", type=ColumnType.INTEGER, integer_bits=32)
+INT16 = Column(name="n16", type=ColumnType.INTEGER, integer_bits=16)
 FLOAT = Column(name="x", type=ColumnType.FLOAT)
 TEXT = Column(name="t", type=ColumnType.TEXT)
 BOOL = Column(name="b", type=ColumnType.BOOLEAN)
@@ -65,6 +70,13 @@ def all_of(*conditions: Condition) -> Filters:
         (INT, "007", 7),
         (INT, 2**63 - 1, 2**63 - 1),
         (INT, -(2**63), -(2**63)),
+        (INT, 2.0**53, 2**53),
+        (INT, -(2.0**53), -(2**53)),
+        (INT32, 2**31 - 1, 2**31 - 1),
+        (INT32, -(2**31), -(2**31)),
+        (INT32, "-2147483648", -(2**31)),
+        (INT16, 32767, 32767),
+        (INT16, -32768.0, -32768),
         (FLOAT, 2.5, 2.5),
         (FLOAT, 3, 3.0),
         (FLOAT, "2.5", 2.5),
@@ -127,6 +139,17 @@ def test_coerce_accepts(column: Column, value: Any, expected: Any) -> None:
         (INT, "abc"),
         (INT, 2**63),
         (INT, -(2**63) - 1),
+        # The JSON decoder reads integers beyond 64 bits as floats: -2**63-1 arrives as
+        # -2.0**63, which is in range; a float beyond 2**53 stands for no exact integer.
+        (INT, -(2.0**63)),
+        (INT, 2.0**53 + 2),
+        (INT, 1e300),
+        (INT32, 2**31),
+        (INT32, -(2**31) - 1),
+        (INT32, "2147483648"),
+        (INT32, 2.0**31),
+        (INT16, 32768),
+        (INT16, -32769),
         (INT, "9" * 30),
         (INT, [1]),
         (INT, {"a": 1}),
@@ -705,3 +728,83 @@ def test_like_never_backtracks(case_insensitive: bool) -> None:
         assert holds(spec("t", "ilike" if case_insensitive else "like", pattern), {"t": text}) is (
             expected
         )
+
+
+# --- limits (issue 12: database limits are client errors) ---------------------------------
+
+
+def test_long_in_lists_compile_in_linear_time(users: Entity) -> None:
+    # De-duplicating with ``list.__contains__`` was quadratic: 40,000 values took 8 s on
+    # the event loop. 29,000 (the most Limits allows) would take over 4 s that way.
+    limits = Limits(max_in_values=29_000)
+    values = [*range(29_000)]
+    started = time.perf_counter()
+    compiled = compile_filters(users, [spec("age", "not_in", values)], limits)
+    elapsed = time.perf_counter() - started
+    assert compiled.groups[0].conditions[0].value == tuple(values)
+    assert elapsed < 1.0, f"{len(values)} values took {elapsed:.2f} s"
+
+
+def test_in_values_are_deduplicated_keeping_the_first(users: Entity) -> None:
+    compiled = compile_filters(users, [spec("age", "in", [3, "3", 1, 3.0, 2, 1])])
+    assert compiled.groups[0].conditions[0].value == (3, 1, 2)
+    compiled = compile_filters(users, [spec("score", "in", [-0.0, 0, 1, 1.0])])
+    value = compiled.groups[0].conditions[0].value
+    assert value == (-0.0, 1.0) and str(value[0]) == "-0.0"
+
+
+def test_in_values_beyond_max_in_values_are_invalid_filter(users: Entity) -> None:
+    limits = Limits(max_in_values=5)
+    compile_filters(users, [spec("age", "in", [1, 2, 3]), spec("id", "not_in", [1, 2])], limits)
+    with pytest.raises(InvalidRequest) as info:
+        compile_filters(
+            users, [spec("age", "in", [1, 2, 3]), spec("id", "not_in", [1, 2, 2])], limits
+        )
+    error = info.value.error
+    assert error.code == "invalid_filter"
+    assert error.details == {"column": "id", "operator": "not_in", "limit": 5}
+    assert "max_in_values" in error.message
+    # Counted as sent (before duplicates are removed, before any value is coerced).
+    with pytest.raises(InvalidRequest):
+        compile_filters(users, [spec("age", "in", [object()] * 6)], limits)
+    # The default applies when no limits are given.
+    default = Limits().max_in_values
+    compile_filters(users, [spec("age", "in", list(range(default)))])
+    with pytest.raises(InvalidRequest):
+        compile_filters(users, [spec("age", "in", list(range(default + 1)))])
+
+
+def test_more_than_max_filters_is_invalid_options(users: Entity) -> None:
+    limits = Limits(max_filters=3)
+    compile_filters(users, [spec("age", "neq", i) for i in range(3)], limits)
+    with pytest.raises(InvalidRequest) as info:
+        compile_filters(users, [spec("age", "neq", i) for i in range(4)], limits)
+    error = info.value.error
+    assert error.code == "invalid_options"
+    assert error.details == {"filters": 4, "limit": 3}
+    assert "max_filters" in error.message
+    # Checked before anything else: SQLite refused 999 filters with an internal error.
+    with pytest.raises(InvalidRequest) as info:
+        compile_filters(users, [spec("nope", "neq", 1)] * 999)
+    assert info.value.error.code == "invalid_options"
+
+
+@pytest.mark.parametrize("operator", ["like", "ilike"])
+def test_nul_in_a_like_pattern_is_invalid_filter(users: Entity, operator: str) -> None:
+    # As every text value: PostgreSQL cannot hold NUL (it gave "internal storage error").
+    error = invalid(users, [spec("name", operator, "a\x00%")]).error
+    assert error.code == "invalid_filter"
+    assert error.details == {"column": "name", "operator": operator}
+
+
+def test_limits_are_checked_against_what_the_databases_take() -> None:
+    assert Limits(max_filters=MAX_FILTERS_CEILING).max_filters == MAX_FILTERS_CEILING
+    with pytest.raises(ValueError, match="max_filters"):
+        Limits(max_filters=MAX_FILTERS_CEILING + 1)
+    top = MAX_FILTER_PARAMETERS - 2 * 100
+    assert Limits(max_in_values=top).max_in_values == top
+    with pytest.raises(ValueError, match="max_in_values"):
+        Limits(max_in_values=top + 1)
+    with pytest.raises(ValueError):
+        Limits(max_count=0)
+    assert Limits(max_count=None).max_count is None

@@ -629,3 +629,31 @@ def test_writes_never_change_a_table_a_reader_holds(blog: MemoryStorage, users: 
     blog.execute(Delete(entity=users, key=4, filters=NO_FILTERS))
     assert snapshot == copied
     assert blog.rows("public.users")[2]["age"] == 99
+
+
+def test_total_is_counted_up_to_the_count_cap(store: MemoryStorage, users: Entity) -> None:
+    # Limits.max_count: as a database counting at most count_cap + 1 rows (issue 12).
+    store.insert("public.users", [{"id": i, "name": f"u{i}"} for i in range(1, 31)])
+    columns = Selection(columns=("id",))
+
+    def listing(count_cap: int | None, limit: int = 5, offset: int = 0) -> ListResult:
+        result = store.execute(
+            ReadList(
+                entity=users,
+                filters=NO_FILTERS,
+                sort=(),
+                limit=limit,
+                offset=offset,
+                selection=columns,
+                count_cap=count_cap,
+            )
+        )
+        assert isinstance(result, ListResult)
+        return result
+
+    capped = listing(10)
+    assert (capped.total, capped.total_exact, len(capped.rows)) == (11, False, 5)
+    assert (listing(30).total, listing(30).total_exact) == (30, True)
+    assert (listing(29).total, listing(29).total_exact) == (30, False)
+    assert (listing(None).total, listing(None).total_exact) == (30, True)
+    assert listing(35, offset=25).total == 30

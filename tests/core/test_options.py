@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from wsspec_core import (
+    Column,
+    ColumnType,
     Condition,
     Entity,
     EntityRegistry,
@@ -341,3 +343,53 @@ def test_create_with_a_required_text_key(tags: Entity) -> None:
         "column": "slug"
     }
     assert coerce_record(tags, {"slug": 3}, partial=False) == {"slug": "3"}
+
+
+# --- limits (issue 12) ---------------------------------------------------------------------
+
+
+def test_count_cap_follows_max_count(users: Entity, registry: EntityRegistry) -> None:
+    def cap(limits: Limits, **options: Any) -> int | None:
+        return compile_read(users, QueryOptions(**options), registry, limits).count_cap
+
+    # offset + max(limit, max_count): never below the end of the page.
+    assert cap(Limits(max_count=1000), limit=10, offset=30) == 1030
+    assert cap(Limits(max_count=5, max_page_size=50, default_page_size=20), limit=40) == 40
+    assert cap(Limits(max_count=None), limit=10) is None
+    assert Limits().max_count == 10_000
+
+
+def test_compile_read_applies_the_filter_limits(users: Entity, registry: EntityRegistry) -> None:
+    limits = Limits(max_filters=2, max_in_values=3)
+    many = QueryOptions(filters=(FilterSpec(column="age", operator="eq", value=1),) * 3)
+    with pytest.raises(InvalidRequest) as info:
+        compile_read(users, many, registry, limits)
+    assert info.value.error.details == {"filters": 3, "limit": 2}
+    long = QueryOptions(filters=(FilterSpec(column="age", operator="in", value=[1, 2, 3, 4]),))
+    with pytest.raises(InvalidRequest) as info:
+        compile_read(users, long, registry, limits)
+    assert info.value.error.details == {"column": "age", "operator": "in", "limit": 3}
+
+
+def test_values_beyond_a_narrow_integer_column_are_validation_errors() -> None:
+    entity = Entity(
+        name="t",
+        table_name="t",
+        columns=(
+            Column(name="id", type=ColumnType.INTEGER, primary_key=True, integer_bits=32),
+            Column(name="small", type=ColumnType.INTEGER, integer_bits=16),
+        ),
+    )
+    assert coerce_record(entity, {"id": 2**31 - 1, "small": -32768}, partial=False) == {
+        "id": 2**31 - 1,
+        "small": -32768,
+    }
+    for data, column in (({"id": 2**31}, "id"), ({"small": 32768}, "small")):
+        with pytest.raises(InvalidRequest) as info:
+            coerce_record(entity, data, partial=False)
+        assert info.value.error.code == "validation_error"
+        assert info.value.error.details == {"column": column}
+    # A record_id beyond the key's range names no row: invalid_message, like any bad key.
+    with pytest.raises(InvalidRequest) as info:
+        coerce_key(entity, 2**31)
+    assert info.value.error.code == "invalid_message"

@@ -10,21 +10,28 @@ import peewee
 import pytest
 from playhouse.pool import PooledPostgresqlDatabase
 from wsspec.storage.peewee import introspection
-from wsspec.storage.peewee.compiler import SqlCompiler
+from wsspec.storage.peewee.compiler import CACHE_LIST_MAX, SqlCompiler
 from wsspec.storage.peewee.dialect import POSTGRESQL, SQLITE, Dialect, dialect_for
 
 from wsspec_core import (
     NO_FILTERS,
+    Condition,
     Delete,
     Entity,
     EntityRegistry,
+    FilterGroup,
+    Filters,
     FilterSpec,
     Limits,
+    Operator,
     PreloadSpec,
     QueryOptions,
+    ReadList,
     ReadOne,
     Selection,
     SortSpec,
+    StorageErrorKind,
+    StorageFailure,
     Update,
     compile_filters,
     compile_read,
@@ -66,9 +73,12 @@ def filt(column: str, operator: str, value: Any = None, logic: str = "AND") -> F
     return FilterSpec(column=column, operator=operator, value=value, logic_operator=logic)
 
 
-def listing(entity: Entity = AUTHORS, **options: Any) -> Any:
+def listing(entity: Entity = AUTHORS, limits: Limits | None = None, **options: Any) -> Any:
     return compile_read(
-        entity, QueryOptions(**options), EntityRegistry(ENTITIES.values()), Limits()
+        entity,
+        QueryOptions(**options),
+        EntityRegistry(ENTITIES.values()),
+        Limits() if limits is None else limits,
     )
 
 
@@ -207,10 +217,62 @@ def test_read_list_sort_limit_and_count() -> None:
         'ORDER BY "name" COLLATE "C" DESC NULLS LAST, "id" ASC NULLS FIRST LIMIT %s OFFSET %s'
     )
     counted, count_params = compiler(POSTGRESQL).count(
-        listing(filters=(filt("status", "eq", "new"),))
+        listing(filters=(filt("status", "eq", "new"),), limits=Limits(max_count=None))
     )
     assert counted.sql == 'SELECT COUNT(*) FROM "lib"."authors" WHERE "status" = %s'
     assert count_params == ["new"]
+
+
+def test_count_is_capped_by_max_count() -> None:
+    # Limits.max_count: count at most offset + max(limit, max_count) + 1 rows.
+    op = listing(
+        filters=(filt("status", "eq", "new"),), limit=20, offset=40, limits=Limits(max_count=500)
+    )
+    assert op.count_cap == 540
+    for dialect, p in ((SQLITE, "?"), (POSTGRESQL, "%s")):
+        counted, count_params = compiler(dialect).count(op)
+        assert counted.sql == (
+            f'SELECT COUNT(*) FROM (SELECT 1 FROM "lib"."authors" WHERE "status" = {p} '
+            f"LIMIT {p}) AS wsspec_counted"
+        )
+        assert count_params == ["new", 541]
+    # A page larger than max_count widens the cap so that it covers the page.
+    assert listing(limit=900, limits=Limits(max_count=500)).count_cap == 900
+
+
+def test_statements_with_long_in_lists_are_not_cached() -> None:
+    # Their text grows with the list and each length is a shape of its own: caching them
+    # would let a client fill the cache with megabytes of placeholders.
+    made = compiler(SQLITE)
+    made.read_list(listing(filters=(filt("id", "in", list(range(CACHE_LIST_MAX))),)))
+    cached = len(list(made.statements()))
+    assert cached > 0
+    long_list = list(range(CACHE_LIST_MAX + 1))
+    compiled, params = made.read_list(listing(filters=(filt("id", "in", long_list),)))
+    assert compiled.sql.count("?") == CACHE_LIST_MAX + 3 and params[:-2] == long_list
+    assert compiled.capped_count is not None and compiled.count is not None
+    assert len(list(made.statements())) == cached
+
+
+def test_filters_binding_more_than_the_database_takes_fail_clearly() -> None:
+    # Limits keep validated requests below this; an operation built directly gets a clear
+    # error instead of the driver's (PostgreSQL: "database unavailable" after 24 s).
+    for dialect in (SQLITE, POSTGRESQL):
+        values = tuple(range(dialect.max_filter_parameters + 1))
+        op = ReadList(
+            entity=AUTHORS,
+            filters=Filters(
+                (FilterGroup((Condition(column="id", operator=Operator.IN, value=values),)),)
+            ),
+            sort=(),
+            limit=10,
+            offset=0,
+            selection=Selection(columns=("id",)),
+        )
+        with pytest.raises(StorageFailure) as caught:
+            compiler(dialect).read_list(op)
+        assert caught.value.error.kind is StorageErrorKind.OTHER
+        assert str(dialect.max_filter_parameters) in caught.value.error.message
 
 
 def test_sort_stops_at_the_primary_key() -> None:

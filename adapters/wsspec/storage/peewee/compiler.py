@@ -36,6 +36,9 @@ from wsspec_core import (
     ReadList,
     ReadOne,
     Row,
+    StorageError,
+    StorageErrorKind,
+    StorageFailure,
     Update,
 )
 
@@ -45,6 +48,10 @@ from .introspection import Target
 #: Compiled statements kept per storage; the cache is simply cleared when it fills up
 #: (shapes are few in practice; the bound only protects against pathological clients).
 CACHE_SIZE = 4096
+#: Statements whose ``in``/``not_in`` lists are longer than this are not cached: their
+#: text grows with the list (10,000 placeholders are 30-40 kB), each length is its own
+#: shape, and building the text again costs about as much as binding the values.
+CACHE_LIST_MAX = 64
 
 Shape = tuple[tuple[tuple[str, Operator, int], ...], ...]
 
@@ -52,7 +59,7 @@ Shape = tuple[tuple[tuple[str, Operator, int], ...], ...]
 class Compiled:
     """One cached statement: SQL text with placeholders, and the result layout."""
 
-    __slots__ = ("convert", "count", "names", "sql")
+    __slots__ = ("capped_count", "convert", "count", "names", "sql")
 
     def __init__(self, sql: str, names: Sequence[str], converters: Sequence[Converter]) -> None:
         self.sql = sql
@@ -66,6 +73,9 @@ class Compiled:
         #: For a list statement: its ``COUNT(*)``, bound to the same parameters minus the
         #: trailing limit and offset.
         self.count: Compiled | None = None
+        #: For a list statement: its count of at most N rows, bound to the same parameters
+        #: with N in place of the trailing limit and offset.
+        self.capped_count: Compiled | None = None
 
     def row(self, values: Sequence[Any]) -> Row:
         row = dict(zip(self.names, values))  # noqa: B905  (same length by construction)
@@ -111,7 +121,13 @@ class SqlCompiler:
         self._cache.clear()
         self._by_entity.clear()
 
-    def _remember(self, key: Any, compiled: Compiled) -> Compiled:
+    def _remember(self, key: Any, compiled: Compiled, shape: Shape = ()) -> Compiled:
+        """Cache ``compiled`` under ``key``, unless ``shape`` has a list longer than
+        ``CACHE_LIST_MAX`` (it is returned all the same)."""
+        for group in shape:
+            for _column, _op, n in group:
+                if n > CACHE_LIST_MAX:
+                    return compiled
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[key] = compiled
@@ -155,7 +171,9 @@ class SqlCompiler:
                 f"SELECT {', '.join(map(quote, names))} FROM {target.table} "
                 f"WHERE {' AND '.join(where)}"
             )
-            compiled = self._remember(key, Compiled(sql, names, [target.to_py[n] for n in names]))
+            compiled = self._remember(
+                key, Compiled(sql, names, [target.to_py[n] for n in names]), shape
+            )
         params.insert(0, op.key if key_to_db is None else key_to_db(op.key))
         return compiled, params
 
@@ -200,15 +218,33 @@ class SqlCompiler:
             counted = self._remember(
                 count_key,
                 Compiled(f"SELECT COUNT(*) FROM {target.table}{where_sql}", ["count"], [None]),
+                shape,
             )
         compiled.count = counted
-        return self._remember(key, compiled)
+        capped_key = ("capped_count", entity.qualified_name, shape)
+        capped = self._cache.get(capped_key)
+        if capped is None:
+            # Stops after N matching rows: the cost of ``total`` is bounded by N
+            # (Limits.max_count) instead of the table's size.
+            sql = (
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM {target.table}{where_sql} "
+                f"LIMIT {self._param}) AS wsspec_counted"
+            )
+            capped = self._remember(capped_key, Compiled(sql, ["count"], [None]), shape)
+        compiled.capped_count = capped
+        return self._remember(key, compiled, shape)
 
     def count(self, op: ReadList) -> tuple[Compiled, list[Any]]:
-        """The ``COUNT(*)`` of ``op``'s filters and its parameters."""
+        """The count of ``op``'s filters and its parameters: ``COUNT(*)``, or when
+        ``op.count_cap`` is set, a count of at most ``count_cap + 1`` rows."""
         compiled, params = self.read_list(op)
-        assert compiled.count is not None
-        return compiled.count, params[:-2]
+        del params[-2:]
+        if op.count_cap is None:
+            assert compiled.count is not None
+            return compiled.count, params
+        assert compiled.capped_count is not None
+        params.append(op.count_cap + 1)
+        return compiled.capped_count, params
 
     def preload(
         self, entity: Entity, fetch: Sequence[str], remote_column: str, keys: int, many: bool
@@ -269,7 +305,9 @@ class SqlCompiler:
                 f"UPDATE {target.table} SET {assignments} WHERE {self._key_where(entity, shape)} "
                 f"RETURNING {', '.join(map(quote, out))}"
             )
-            compiled = self._remember(key, Compiled(sql, out, [target.to_py[n] for n in out]))
+            compiled = self._remember(
+                key, Compiled(sql, out, [target.to_py[n] for n in out]), shape
+            )
         bound = [_db_value(target, n, op.changes[n]) for n in names]
         bound.append(_db_value(target, pk, op.key))
         bound.extend(params)
@@ -289,7 +327,9 @@ class SqlCompiler:
                 f"DELETE FROM {target.table} WHERE {self._key_where(entity, shape)} "
                 f"RETURNING {', '.join(map(quote, out))}"
             )
-            compiled = self._remember(key, Compiled(sql, out, [target.to_py[n] for n in out]))
+            compiled = self._remember(
+                key, Compiled(sql, out, [target.to_py[n] for n in out]), shape
+            )
         return compiled, [_db_value(target, entity.primary_key.name, op.key), *params]
 
     def _key_where(self, entity: Entity, shape: Shape) -> str:
@@ -328,6 +368,18 @@ class SqlCompiler:
                     group_shape.append((cond.column, op, 1))
                     params.append(cond.value if conv is None else conv(cond.value))
             shape.append(tuple(group_shape))
+        if len(params) > dialect.max_filter_parameters:
+            # wsspec_core.Limits keeps validated requests far below this; an operation
+            # built some other way gets a clear error rather than the driver's.
+            raise StorageFailure(
+                StorageError(
+                    kind=StorageErrorKind.OTHER,
+                    message=(
+                        f"the filters bind {len(params)} values; {dialect.name} takes at most "
+                        f"{dialect.max_filter_parameters} (lower Limits.max_in_values)"
+                    ),
+                )
+            )
         return tuple(shape), params
 
     def where(self, entity: Entity, shape: Shape) -> str:

@@ -108,6 +108,10 @@ class Dialect:
     param: ClassVar[str]
     #: Whether a read of one row by key never waits (see ``PeeweeStorage.never_blocks``).
     local: ClassVar[bool]
+    #: Values the filters of one statement may bind: the database's limit on bound
+    #: parameters (SQLite's default build 32,766; PostgreSQL 65,535), less room for the
+    #: key, an update's columns, ``LIMIT`` and ``OFFSET``.
+    max_filter_parameters: ClassVar[int]
 
     # --- SQL text ------------------------------------------------------------------------
 
@@ -162,6 +166,7 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     param = "?"
     local = True
+    max_filter_parameters = 30_000
 
     #: WAL lets readers run while the writer writes; busy_timeout waits instead of failing
     #: on a lock; foreign keys are enforced as on PostgreSQL.
@@ -211,6 +216,7 @@ class PostgresqlDialect(Dialect):
     name = "postgresql"
     param = "%s"
     local = False
+    max_filter_parameters = 60_000
 
     def like(self, column_sql: str, *, fold: bool) -> str:
         operator = "ILIKE" if fold else "LIKE"

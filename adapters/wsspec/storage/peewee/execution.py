@@ -184,19 +184,27 @@ class PeeweeStorage:
         compiled, params = self._compiler.read_list(op)
         conn = self._connection()
         rows = [compiled.row(r) for r in conn.execute(compiled.sql, params).fetchall()]
+        exact = True
         if op.offset == 0 and len(rows) < op.limit:
             # The page holds every matching row, so it is the total: no COUNT needed.
             total = len(rows)
-        else:
+        elif op.count_cap is None:
             # A separate statement: under concurrent writes it may see a later state.
             counted = compiled.count
             assert counted is not None
             total = conn.execute(counted.sql, params[:-2]).fetchone()[0]
+        else:
+            # At most count_cap + 1 rows are counted (Limits.max_count): beyond, the total
+            # is a lower bound, flagged as such.
+            counted = compiled.capped_count
+            assert counted is not None
+            total = conn.execute(counted.sql, [*params[:-2], op.count_cap + 1]).fetchone()[0]
+            exact = total <= op.count_cap
         selection = op.selection
         if selection.preload and rows:
             self._preload(rows, op.entity, selection.preload)
             _strip(rows, selection.columns, selection.preload)
-        return ListResult(rows=rows, total=total)
+        return ListResult(rows=rows, total=total, total_exact=exact)
 
     def _preload(self, rows: list[Row], entity: Entity, preloads: Sequence[Preload]) -> None:
         """Fill each preload's relation on ``rows``: one query per relation and level

@@ -36,6 +36,26 @@ def column_type(field: peewee.Field) -> ColumnType:
     return ColumnType.TEXT  # Char, FixedChar, Text, UUID, Time, IP, ...
 
 
+def integer_bits(field: peewee.Field) -> int:
+    """The signed width of an integer field as Peewee declares it on PostgreSQL, from its
+    ``field_type``: ``SMALLINT`` 16; ``INT`` (IntegerField, IdentityField), ``AUTO``
+    (AutoField, ``SERIAL``) and a foreign key to either 32; ``BIGINT``, ``BIGAUTO`` 64.
+
+    SQLite stores every integer in 64 bits, but the declared width is applied on every
+    backend (docs/storage.md "Registering models"): answers must not depend on the
+    database, and a value a model cannot hold on PostgreSQL is refused as a
+    ``validation_error`` naming the column, not a database error. Other field types
+    (a custom one) get 64."""
+    declared = str(field.field_type).upper()
+    if declared.startswith("BIG"):
+        return 64
+    if declared.startswith("SMALLINT"):
+        return 16
+    if declared.startswith(("INT", "AUTO")):
+        return 32
+    return 64
+
+
 def has_sql_default(field: peewee.Field) -> bool:
     """Whether the field declares a database-side default
     (``constraints=[SQL("DEFAULT ...")]``)."""
@@ -52,10 +72,12 @@ def columns(model: type[peewee.Model]) -> list[Column]:
         auto = isinstance(field, peewee.AutoField) or (
             field.primary_key and isinstance(field, peewee.IntegerField) and field.sequence
         )
+        kind = column_type(field)
         found.append(
             Column(
                 name=field.column_name,
-                type=column_type(field),
+                type=kind,
+                integer_bits=integer_bits(field) if kind is ColumnType.INTEGER else 64,
                 nullable=bool(field.null),
                 primary_key=bool(field.primary_key),
                 has_default=bool(auto or field.default is not None or has_sql_default(field)),
