@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("wsspec.cli.demo", "serve the example users/posts models of the Go README"),
     "serve": ("wsspec.cli.serve", "serve your own app (MODULE:ATTR)"),
     "fuzz": ("wsspec.testing.fuzz.command", "check a running server's protocol conformance"),
+    "changelog": ("wsspec.cli.changelog", "install, remove or inspect the change log"),
 }
 
 
