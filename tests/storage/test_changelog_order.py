@@ -265,3 +265,21 @@ def test_sqlite_log_in_seq_order_is_commit_order(tmp_path: Path, script: list) -
         for conn in conns:
             conn.close()
         db.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("level", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_overlapping_transactions_under_stricter_isolation_both_commit(level: str) -> None:
+    """The lock and the sequence are outside MVCC: two overlapping transactions at
+    ``level`` whose snapshots predate each other's commit both commit, in seq order."""
+    with pg_log() as (db, dsn, schema):
+        with connect(dsn, schema) as t1, connect(dsn, schema) as t2:
+            t1.execute(f"BEGIN ISOLATION LEVEL {level}")
+            t2.execute(f"BEGIN ISOLATION LEVEL {level}")
+            t2.execute("SELECT count(*) FROM tbl_tags")  # T2's snapshot, before T1 commits
+            t1.execute("INSERT INTO tbl_tags (slug) VALUES ('T1')")
+            t1.execute("COMMIT")
+            t2.execute("INSERT INTO tbl_tags (slug) VALUES ('T2')")
+            t2.execute("COMMIT")
+        entries = changelog.read_changes(db, 0, 10)
+        assert [e.new["slug"] for e in entries if e.new] == ["T1", "T2"]

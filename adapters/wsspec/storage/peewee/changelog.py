@@ -27,7 +27,7 @@ then T1 commits 5 behind it. So:
   to commit, so ``seq INTEGER PRIMARY KEY AUTOINCREMENT`` (never reused, rolled back with
   its transaction) is already in commit order, and dense.
 
-``tests/storage/test_changelog_postgres.py`` commits two transactions out of order on the
+``tests/storage/test_changelog_order.py`` commits two transactions out of order on the
 real server and checks that a poller never skips one.
 
 Everything this module creates is named ``wsspec_...``; :func:`uninstall` removes it all.
