@@ -141,11 +141,28 @@ def _read_id(value: object) -> MessageId | None:
     return _integral(value)
 
 
-def decode(frame: str | bytes) -> InboundMessage | DecodeError:
+#: ``options`` objects already checked, by their JSON text (see :func:`decode`).
+OptionsCache = dict[bytes, QueryOptions]
+
+#: Options whose JSON text is longer than this are not kept in an ``OptionsCache``: the
+#: common shapes are a few filters, and the cache must not hold large client strings.
+_CACHED_OPTIONS_BYTES = 512
+#: An ``OptionsCache`` is cleared when it holds this many shapes.
+_OPTIONS_CACHE_SIZE = 1024
+
+
+def decode(
+    frame: str | bytes, *, options_cache: OptionsCache | None = None
+) -> InboundMessage | DecodeError:
     """Parse and check one client frame (text, or binary holding UTF-8 JSON).
 
     Returns the message, or a :class:`DecodeError` describing the first problem found
     (docs/protocol.md "Validation order" and "Errors").  Never raises, whatever the input.
+
+    ``options_cache`` (the engine passes one of its own) remembers the ``QueryOptions``
+    of valid ``options`` objects by their JSON text: a client repeating a query shape gets
+    the same (frozen) ``QueryOptions`` object back without the walk that checks it, and
+    the engine's compiled-query cache then finds it by identity.
     """
     try:
         parsed = orjson.loads(frame)
@@ -154,7 +171,7 @@ def decode(frame: str | bytes) -> InboundMessage | DecodeError:
     if not isinstance(parsed, dict):
         return _error("", "invalid_message", "Message must be a JSON object")
     try:
-        return _decode_object(parsed)
+        return _decode_object(parsed, options_cache)
     except Exception:  # pragma: no cover - a bug in this module; the tests fuzz for it
         # Belt and braces: a frame must never crash a connection (STYLE.md principle 6).
         message_id = _read_id(parsed.get("id"))
@@ -174,7 +191,9 @@ def _error(
     )
 
 
-def _decode_object(obj: dict[str, Any]) -> InboundMessage | DecodeError:
+def _decode_object(
+    obj: dict[str, Any], options_cache: OptionsCache | None = None
+) -> InboundMessage | DecodeError:
     """Check a parsed JSON object. Raises nothing for any JSON-shaped input."""
     raw_id = obj.get("id")
     message_id = _read_id(raw_id)
@@ -213,9 +232,9 @@ def _decode_object(obj: dict[str, Any]) -> InboundMessage | DecodeError:
             return _error(
                 message_id, "invalid_operation", f"Unknown operation: {_echo(raw_operation)}"
             )
-        return _decode_request(obj, message_id, operation)
+        return _decode_request(obj, message_id, operation, options_cache)
     if operation_name == _SUBSCRIBE:
-        return _decode_subscribe(obj, message_id)
+        return _decode_subscribe(obj, message_id, options_cache)
     if operation_name == _UNSUBSCRIBE:
         return _decode_unsubscribe(obj, message_id)
     return _error(
@@ -246,7 +265,10 @@ def _read_entity(obj: dict[str, Any], *, required: bool) -> str:
 
 
 def _decode_request(
-    obj: dict[str, Any], message_id: MessageId, operation: Operation
+    obj: dict[str, Any],
+    message_id: MessageId,
+    operation: Operation,
+    options_cache: OptionsCache | None = None,
 ) -> Request | DecodeError:
     # 4. entity and schema
     try:
@@ -289,7 +311,7 @@ def _decode_request(
             if not isinstance(data, dict):
                 raise _Invalid("invalid_message", "data must be an object for update")
         # 7. options
-        options = _read_options(obj.get("options"))
+        options = _read_options(obj.get("options"), options_cache)
     except _Invalid as problem:
         return _error(message_id, problem.code, problem.message, entity_ref)
     return Request(
@@ -303,14 +325,16 @@ def _decode_request(
     )
 
 
-def _decode_subscribe(obj: dict[str, Any], message_id: MessageId) -> Subscribe | DecodeError:
+def _decode_subscribe(
+    obj: dict[str, Any], message_id: MessageId, options_cache: OptionsCache | None = None
+) -> Subscribe | DecodeError:
     try:
         entity = _read_entity(obj, required=True)
         schema = _read_schema(obj)
     except _Invalid as problem:
         return _error(message_id, problem.code, problem.message)
     try:
-        options = _read_options(obj.get("options"))
+        options = _read_options(obj.get("options"), options_cache)
     except _Invalid as problem:
         return _error(message_id, problem.code, problem.message, (schema, entity))
     return Subscribe(id=message_id, entity=entity, schema=schema, options=options)
@@ -384,19 +408,51 @@ def _count(value: object, where: str) -> int | None:
 _NO_OPTIONS = QueryOptions()
 
 
-def _read_options(value: object) -> QueryOptions:
+#: Filter values an ``OptionsCache`` may share between requests: immutable ones. A list
+#: (``in``) could be changed in place by a hook, so options holding one are never shared.
+_SHAREABLE_VALUES = frozenset({str, int, float, bool, type(None)})
+
+
+def _read_options(value: object, cache: OptionsCache | None = None) -> QueryOptions:
     """Check the structure of ``options`` (docs/protocol.md "Query options").
 
     Unknown keys are ignored: Go clients send ``customOperators``, ``fetch_row_number``
     and others that this project does not implement.  Error messages name the offending
     field (``options.filters[2].column must be a string``).
+
+    With a ``cache``, valid options are remembered by their JSON text. That is safe
+    because the result depends on nothing but the parsed value, and orjson writes two
+    parsed values as the same text only when they are equal *and* of the same types
+    (``1``, ``1.0`` and ``true`` are written differently; so are ``0.0`` and ``-0.0``).
+    Only options with immutable filter values are kept (``_SHAREABLE_VALUES``), so a
+    shared ``QueryOptions`` is a value no one can change. Invalid options are never kept:
+    they take the walk below, which reports the first problem.
     """
     if value is None:
         return _NO_OPTIONS
     if not isinstance(value, dict):
         raise _options_error("options must be an object")
-    options: dict[str, Any] = value
+    if cache is None:
+        return _walk_options(value)
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # orjson's own limits (integers beyond 64 bits...): just walk
+        return _walk_options(value)
+    found = cache.get(text)
+    if found is not None:
+        return found
+    options = _walk_options(value)
+    if len(text) <= _CACHED_OPTIONS_BYTES and all(
+        type(spec.value) in _SHAREABLE_VALUES for spec in options.filters
+    ):
+        if len(cache) >= _OPTIONS_CACHE_SIZE:
+            cache.clear()
+        cache[text] = options
+    return options
 
+
+def _walk_options(options: dict[str, Any]) -> QueryOptions:
+    """Check the structure of an ``options`` object (see :func:`_read_options`)."""
     filters: list[FilterSpec] = []
     raw_filters = options.get("filters")
     if raw_filters is not None:
@@ -471,6 +527,30 @@ def _read_options(value: object) -> QueryOptions:
 
 
 # --- the converter ------------------------------------------------------------------------
+
+
+def _success_payload(
+    message_id: MessageId, data: Any, metadata: dict[str, Any] | None, timestamp: str
+) -> dict[str, Any]:
+    """A successful ``Response`` as its JSON object, keys in wire order. The one place that
+    says so: the converter's hook for ``Response`` and :func:`encode_success` both use it,
+    so the two give the same bytes."""
+    if metadata is None:
+        return {
+            "id": message_id,
+            "type": _RESPONSE,
+            "success": True,
+            "data": data,
+            "timestamp": timestamp,
+        }
+    return {
+        "id": message_id,
+        "type": _RESPONSE,
+        "success": True,
+        "data": data,
+        "metadata": metadata,
+        "timestamp": timestamp,
+    }
 
 
 def _identity(value: _T) -> _T:
@@ -552,6 +632,8 @@ def make_converter() -> cattrs.Converter:
     )
 
     def unstructure_response(message: Response) -> dict[str, Any]:
+        if message.success is True:
+            return _success_payload(message.id, message.data, message.metadata, message.timestamp)
         out: dict[str, Any] = {
             "id": message.id,
             "type": _RESPONSE,
@@ -705,6 +787,16 @@ def encode(message: OutboundMessage) -> str:
     is a bug in the caller and raises :class:`TypeError`.
     """
     return encode_json(_OUTBOUND_HOOKS[type(message)](message))
+
+
+def encode_success(
+    message_id: MessageId, data: Any, metadata: dict[str, Any] | None, timestamp: str
+) -> str:
+    """``encode(Response(id=message_id, success=True, ...))`` without building the
+    ``Response``: the engine answers most requests with a success, and the frozen object
+    costs more to build than the JSON costs to write. Same bytes (``_success_payload``);
+    raises ``TypeError`` like :func:`encode` for a value the codec cannot write."""
+    return encode_json(_success_payload(message_id, data, metadata, timestamp))
 
 
 # --- client-side helpers ----------------------------------------------------------------

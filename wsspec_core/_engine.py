@@ -55,7 +55,7 @@ from ._actions import (
     RunStorage,
     SendPing,
 )
-from ._codec import decode, encode, format_timestamp
+from ._codec import decode, encode, encode_success, format_timestamp
 from ._config import Limits
 from ._entities import Entity, EntityRegistry, ResolutionError
 from ._events import (
@@ -361,7 +361,7 @@ class Engine:
 
     def _admit(self, conn: Connection, data: str | bytes) -> Run:
         """Decode and validate a message into a run; mistakes become finished runs."""
-        message = decode(data)
+        message = decode(data, options_cache=self._compiler.options_cache)
         if isinstance(message, DecodeError):
             return self._answered(conn, message.id, self._compiler.decode_error(message))
         if isinstance(message, Ping):
@@ -450,15 +450,24 @@ class Engine:
         self._pipeline.finish(run, frame)
 
     def _succeed(self, run: Run, data: Any, metadata: dict[str, Any] | None = None) -> None:
-        assert run.message is not None
-        response = Response(
-            id=run.message.id,
-            success=True,
-            timestamp=self._timestamp(),
-            data=data,
-            metadata=metadata,
-        )
-        self._finish(run, response)
+        """Answer ``run`` with a success. Most requests end here, so the frame is written
+        straight from its parts (``encode_success``: the bytes of ``encode(Response(...))``)
+        and the ``Response`` object is built only when the frame cannot be sent as it is
+        (``_encode_response`` then answers with the error)."""
+        message = run.message
+        assert message is not None
+        timestamp = self._timestamp()
+        try:
+            frame = encode_success(message.id, data, metadata, timestamp)
+        except Exception:
+            frame = None
+        if frame is None or len(frame) > self.limits.max_reply_bytes:
+            response = Response(
+                id=message.id, success=True, timestamp=timestamp, data=data, metadata=metadata
+            )
+            self._finish(run, response)
+            return
+        self._pipeline.finish(run, frame)
 
     def _fail(self, run: Run, error: ErrorInfo) -> None:
         assert run.message is not None
@@ -572,6 +581,11 @@ class Engine:
     # --- running requests --------------------------------------------------------
 
     def _start(self, run: Run) -> None:
+        if HookType.BEFORE_HANDLE not in self.hooks.registered:
+            # The common case, no hook: what _run_hooks would do, without building the
+            # continuation it would call at once.
+            self._before_operation(run)
+            return
         self._run_hooks(run, HookType.BEFORE_HANDLE, lambda: self._before_operation(run))
 
     def _before_operation(self, run: Run) -> None:
@@ -607,6 +621,9 @@ class Engine:
             self._meta(run)
             return
         before, _after = OPERATION_HOOKS[message.operation]
+        if before not in self.hooks.registered:  # no hook: no continuation to build
+            self._storage(run)
+            return
         self._run_hooks(run, before, lambda: self._storage(run))
 
     def _storage(self, run: Run) -> None:
@@ -695,6 +712,9 @@ class Engine:
         assert isinstance(run.message, Request)
         run.result = data
         _before, after = OPERATION_HOOKS[run.message.operation]
+        if after not in self.hooks.registered:  # no hook: no continuation to build
+            self._succeed(run, data, metadata)
+            return
         self._run_hooks(run, after, lambda: self._succeed(run, run.result, metadata))
 
     def _meta(self, run: Run) -> None:

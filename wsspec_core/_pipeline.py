@@ -157,7 +157,16 @@ class Pipeline:
     is told when a draining connection has answered everything.
     """
 
-    __slots__ = ("_drained", "_start", "draining", "limits", "out", "overflowed")
+    __slots__ = (
+        "_backlog_high_water",
+        "_drained",
+        "_read_ahead",
+        "_start",
+        "draining",
+        "limits",
+        "out",
+        "overflowed",
+    )
 
     def __init__(
         self,
@@ -175,16 +184,20 @@ class Pipeline:
         self.draining = False
         self._start = start
         self._drained = drained
+        # The two high-water marks, read on every request (Limits is frozen: they are fixed).
+        self._read_ahead = limits.requests_read_ahead
+        self._backlog_high_water = limits.backlog_high_water
 
     # --- runs in -------------------------------------------------------------------
 
     def receive(self, conn: Connection, run: Run) -> None:
         """Take a run just admitted from ``conn``: queue it, mind the read-ahead, and start
         or answer whatever may go now."""
-        conn.runs.append(run)
+        runs = conn.runs
+        runs.append(run)
         if run.kind is not RunKind.DONE:
             conn.waiting.append(run)
-        if not conn.paused:
+        if not conn.paused and self._at_high_water(conn, len(runs)):
             self.update_reading(conn)
         self.pump(conn)
 
@@ -267,8 +280,10 @@ class Pipeline:
                 for frame in held:
                     self.send(conn, frame)
         if sent:
-            del conn.runs[:sent]
-            self.update_reading(conn)
+            runs = conn.runs
+            del runs[:sent]
+            if conn.paused or self._at_high_water(conn, len(runs)):
+                self.update_reading(conn)
             if self.draining:
                 self._drained(conn)
 
@@ -315,10 +330,18 @@ class Pipeline:
 
     def written(self, conn: Connection, count: int) -> None:
         """``count`` frames of ``conn`` reached its socket (``FramesWritten``)."""
-        conn.backlog = max(0, conn.backlog - count)
-        conn.burst_allowance = max(0, conn.burst_allowance - count)
+        backlog = conn.backlog - count
+        conn.backlog = backlog if backlog > 0 else 0
+        if conn.burst_allowance:
+            allowance = conn.burst_allowance - count
+            conn.burst_allowance = allowance if allowance > 0 else 0
         if conn.paused:
             self.update_reading(conn)
+
+    def _at_high_water(self, conn: Connection, runs: int) -> bool:
+        """Whether :meth:`update_reading` would pause a connection that is not paused: the
+        hot paths ask this first and skip the call when the answer is no."""
+        return runs >= self._read_ahead or conn.backlog >= self._backlog_high_water
 
     def update_reading(self, conn: Connection) -> None:
         """Pause reading a connection's requests at either high-water mark (requests read

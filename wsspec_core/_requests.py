@@ -13,7 +13,10 @@ before-hooks (they may have changed options, data or the record id).
 
 Compiling options is the costly part of a request, and clients repeat the same query
 shapes: compiled filters, reads and selections are remembered per ``(kind, entity,
-options)`` in a bounded cache (``_COMPILED_CACHE_SIZE``), cleared when full.
+options)`` in a bounded cache (``_COMPILED_CACHE_SIZE``), cleared when full. The decoder
+hands back the very same ``QueryOptions`` object for options it has seen (the compiler's
+``options_cache``; absent options are one shared object too), so the cache is first
+searched by identity, which skips hashing the options and typing their values.
 
 The module also holds what turns storage outcomes into protocol answers
 (``result_problem``, ``storage_error``, ``record_not_found``) and the ``meta`` operation's
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._codec import OptionsCache
 from ._config import Limits
 from ._entities import Entity, EntityRegistry, ResolutionError
 from ._filters import compile_filters
@@ -71,12 +75,18 @@ class RequestCompiler:
     """Validates messages against one registry and its limits, with a cache of compiled
     query shapes."""
 
-    __slots__ = ("_cache", "limits", "registry")
+    __slots__ = ("_cache", "_same", "limits", "options_cache", "registry")
 
     def __init__(self, registry: EntityRegistry, limits: Limits) -> None:
         self.registry = registry
         self.limits = limits
         self._cache: dict[tuple[str, str, QueryOptions, tuple[Any, ...]], Any] = {}
+        #: The same entries by identity: ``(kind, id(entity), id(options))`` to
+        #: ``(entity, options, compiled)``. The entry holds both objects, so neither id can
+        #: be reused by another object while it is there; a lookup checks them with ``is``.
+        self._same: dict[tuple[str, int, int], tuple[Entity, QueryOptions, Any]] = {}
+        #: Handed to :func:`~wsspec_core._codec.decode`: options already checked, by text.
+        self.options_cache: OptionsCache = {}
 
     def decode_error(self, message: DecodeError) -> ErrorInfo:
         """The error answering an undecodable message: ``model_not_found`` when the entity
@@ -172,7 +182,16 @@ class RequestCompiler:
         Compiling options depends only on them, the entity and the engine's fixed registry
         and limits, so clients repeating a query shape skip validation. Options holding
         lists (``in`` values) are not hashable and are simply compiled each time.
+
+        The identity lookup comes first: the same frozen object found again compiles to
+        the same thing. Only options the typed key accepted get there (a list value, which
+        a hook could change in place, makes the key unhashable and the options uncached).
         """
+        same_key = (kind, id(entity), id(options))
+        same = self._same.get(same_key)
+        if same is not None and same[0] is entity and same[1] is options:
+            result: _T = same[2]
+            return result
         try:
             # Python equates 1, 1.0 and True (and 0.0 with -0.0), which coerce differently
             # (True is refused on an integer column; 5.0 is "5.0" on a text column): the
@@ -191,6 +210,9 @@ class RequestCompiler:
             if len(self._cache) >= _COMPILED_CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = found
+        if len(self._same) >= _COMPILED_CACHE_SIZE:
+            self._same.clear()
+        self._same[same_key] = (entity, options, found)
         return found
 
     def meta(self, entity: Entity | None) -> Any:
@@ -213,9 +235,15 @@ def result_problem(operation: StorageOperation, result: Any) -> str | None:
     """What is wrong with a storage result for ``operation`` (the shapes documented on
     the operation classes), or ``None``."""
     if isinstance(operation, ReadList):
-        if not isinstance(result, ListResult) or not all(isinstance(r, dict) for r in result.rows):
-            return f"{type(result).__name__}, not a ListResult of rows, for a list read"
-        return None
+        if isinstance(result, ListResult):
+            # A plain loop: every list read checks every row, and all() over a generator
+            # costs twice as much.
+            for row in result.rows:
+                if not isinstance(row, dict):
+                    break
+            else:
+                return None
+        return f"{type(result).__name__}, not a ListResult of rows, for a list read"
     if isinstance(operation, Create):
         if not isinstance(result, list) or len(result) != len(operation.rows):
             return (

@@ -1,0 +1,263 @@
+"""The engine's fast paths give the same bytes as the general ones (issue 11).
+
+* ``encode_success`` writes a success response without building a ``Response``: same bytes
+  as ``encode(Response(...))``, key order included.
+* ``decode(..., options_cache=...)`` hands back remembered ``QueryOptions``: the same
+  message as a decode without the cache, whatever was remembered before (``1``, ``1.0``
+  and ``true`` are three shapes, as are ``0.0`` and ``-0.0``).
+* The compiler's identity cache compiles repeated shapes to what a fresh compiler does.
+* An engine without hooks (every continuation skipped) sends the same frames, byte for
+  byte, as one whose no-op hooks take the general path through ``RunHooks``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from typing import Any
+
+import orjson
+from engine_driver import Driver
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import wsspec_core as ws
+from wsspec_core._codec import OptionsCache, encode_success
+from wsspec_core._pipeline import Connection, ConnState
+from wsspec_core._requests import RequestCompiler
+
+USERS = ws.Entity(
+    schema="public",
+    name="users",
+    table_name="users",
+    columns=[
+        ws.Column(name="id", type=ws.ColumnType.INTEGER, nullable=False, primary_key=True),
+        ws.Column(name="name", type=ws.ColumnType.TEXT),
+        ws.Column(name="status", type=ws.ColumnType.TEXT),
+        ws.Column(name="age", type=ws.ColumnType.INTEGER),
+        ws.Column(name="score", type=ws.ColumnType.FLOAT),
+        ws.Column(name="born", type=ws.ColumnType.DATE),
+    ],
+)
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0, 1, 1.0, True, 0.0, -0.0, False, "1", "active", ""]),
+    st.text(max_size=8),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(
+    message_id=st.one_of(st.text(max_size=10), st.integers(min_value=-(2**63), max_value=2**64)),
+    data=st.one_of(
+        json_values, st.dates(), st.datetimes(), st.integers(min_value=2**64, max_value=2**70)
+    ),
+    metadata=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), scalars, max_size=4)),
+)
+def test_encode_success_is_encode_of_a_response(
+    message_id: Any, data: Any, metadata: dict[str, Any] | None
+) -> None:
+    timestamp = "2025-01-01T00:00:00.000Z"
+    general = ws.encode(
+        ws.Response(id=message_id, success=True, timestamp=timestamp, data=data, metadata=metadata)
+    )
+    assert encode_success(message_id, data, metadata, timestamp) == general
+
+
+def test_encode_success_refuses_what_encode_refuses() -> None:
+    for bad in (object(), {1j}, [decimal.Decimal("1.5")]):
+        try:
+            ws.encode(ws.Response(id="x", success=True, timestamp="t", data=bad))
+        except TypeError:
+            pass
+        else:  # pragma: no cover
+            raise AssertionError(f"encode wrote {bad!r}")
+        try:
+            encode_success("x", bad, None, "t")
+        except TypeError:
+            continue
+        raise AssertionError(f"encode_success wrote {bad!r}")  # pragma: no cover
+
+
+filters = st.lists(
+    st.fixed_dictionaries(
+        {
+            "column": st.sampled_from(["id", "name", "status", "age", "score", "nope", 5]),
+            "operator": st.sampled_from(["eq", "neq", "gte", "in", "like", "is_null", "bad"]),
+        },
+        optional={
+            "value": st.one_of(scalars, st.lists(scalars, max_size=3)),
+            "logic_operator": st.sampled_from(["AND", "or", 1]),
+        },
+    ),
+    max_size=3,
+)
+options = st.fixed_dictionaries(
+    {},
+    optional={
+        "filters": filters,
+        "limit": st.one_of(st.integers(min_value=-2, max_value=200), st.floats(0, 20)),
+        "offset": st.integers(min_value=-1, max_value=5),
+        "columns": st.lists(st.sampled_from(["id", "name", "age", 3]), max_size=3),
+        "sort": st.lists(st.fixed_dictionaries({"column": st.sampled_from(["age", "id"])})),
+        "extra": json_values,
+    },
+)
+
+
+def _frame(i: int, opts: dict[str, Any], record_id: Any = None) -> str:
+    message: dict[str, Any] = {
+        "id": f"m{i}",
+        "type": "request",
+        "operation": "read",
+        "entity": "users",
+        "options": opts,
+    }
+    if record_id is not None:
+        message["record_id"] = record_id
+    return orjson.dumps(message).decode()
+
+
+def _typed(message: Any) -> Any:
+    """A decoded message with every filter value tagged by its type (``==`` equates 1,
+    1.0 and True; the wire does not)."""
+    if isinstance(message, ws.Request):
+        return (message, [(type(f.value), repr(f.value)) for f in message.options.filters])
+    return message
+
+
+@settings(max_examples=300)
+@given(shapes=st.lists(options, min_size=1, max_size=6), order=st.randoms())
+def test_the_options_cache_decodes_as_without_it(shapes: list[dict[str, Any]], order: Any) -> None:
+    cache: OptionsCache = {}
+    frames = [_frame(i, shape) for i, shape in enumerate(shapes)]
+    frames += [_frame(100 + i, shape) for i, shape in enumerate(shapes)]
+    order.shuffle(frames)
+    for frame in frames:
+        assert _typed(ws.decode(frame, options_cache=cache)) == _typed(ws.decode(frame))
+
+
+def test_the_options_cache_tells_one_from_true_and_from_one_point_zero() -> None:
+    cache: OptionsCache = {}
+    values = [1, True, 1.0, 0.0, -0.0, False, 0, None, "1"]
+    for _ in range(2):
+        for value in values:
+            opts = {"filters": [{"column": "age", "operator": "eq", "value": value}]}
+            message = ws.decode(_frame(0, opts), options_cache=cache)
+            assert isinstance(message, ws.Request)
+            got = message.options.filters[0].value
+            assert type(got) is type(value) and repr(got) == repr(value)
+    # Shared objects hold no list a hook could change in place.
+    opts = {"filters": [{"column": "age", "operator": "in", "value": [1, 2]}]}
+    first = ws.decode(_frame(0, opts), options_cache=cache)
+    second = ws.decode(_frame(1, opts), options_cache=cache)
+    assert isinstance(first, ws.Request) and isinstance(second, ws.Request)
+    assert first.options == second.options
+    assert first.options is not second.options
+
+
+@settings(max_examples=200)
+@given(shapes=st.lists(options, min_size=1, max_size=5), record_ids=st.lists(scalars, max_size=4))
+def test_repeated_shapes_compile_as_a_fresh_compiler_does(
+    shapes: list[dict[str, Any]], record_ids: list[Any]
+) -> None:
+    registry = ws.EntityRegistry([USERS])
+    limits = ws.Limits()
+    warm = RequestCompiler(registry, limits)
+    conn = Connection(id=1, request=ws.RequestInfo(), state=ConnState.OPEN)
+    frames = [
+        _frame(i, shape, rid) for i, shape in enumerate(shapes) for rid in [None, *record_ids]
+    ]
+    for frame in frames * 2:
+        fresh = RequestCompiler(registry, limits)
+        outcomes = []
+        for compiler in (warm, fresh):
+            message = ws.decode(frame, options_cache=compiler.options_cache)
+            if not isinstance(message, ws.Request):
+                outcomes.append(message)
+                continue
+            try:
+                outcomes.append(compiler.compile(conn, message).key)
+            except ws.InvalidRequest as exc:
+                outcomes.append(exc.error)
+        assert outcomes[0] == outcomes[1]
+        assert repr(outcomes[0]) == repr(outcomes[1])
+
+
+def _requests() -> list[dict[str, Any]]:
+    """Reads of many shapes, repeated (the cached paths), and mistakes."""
+    shapes: list[dict[str, Any]] = [
+        {},
+        {"filters": [{"column": "status", "operator": "eq", "value": "active"}], "limit": 3},
+        {
+            "filters": [{"column": "age", "operator": "gte", "value": 18}],
+            "sort": [{"column": "age"}],
+        },
+        {"filters": [{"column": "age", "operator": "eq", "value": 1.0}]},
+        {"filters": [{"column": "age", "operator": "eq", "value": True}]},
+        {"filters": [{"column": "age", "operator": "in", "value": [1, 2, 3]}]},
+        {"filters": [{"column": "nope", "operator": "eq", "value": 1}]},
+        {"columns": ["name", "id"], "omit_columns": ["id"]},
+        {"limit": -1},
+    ]
+    out: list[dict[str, Any]] = []
+    for round_ in range(2):
+        for i, shape in enumerate(shapes):
+            base = {"type": "request", "operation": "read", "entity": "users", "options": shape}
+            out.append({**base, "id": f"l{round_}-{i}"})
+            for record_id in (1, "2", 7, 99, 2.0, True):
+                out.append({**base, "id": round_ * 100 + i, "record_id": record_id})
+    out.append({"type": "request", "operation": "meta", "id": "meta"})
+    out.append({"type": "ping", "id": "p"})
+    out.append({"type": "request", "operation": "read", "entity": "ghosts", "id": "g"})
+    return out
+
+
+def _frames_sent(hooks: ws.HookRegistry | None) -> list[str]:
+    engine = ws.Engine(ws.EntityRegistry([USERS]), hooks=hooks)
+    storage = ws.MemoryStorage(engine.registry)
+    driver = Driver(engine, storage)
+    driver.connect(1)
+    for i in range(10):
+        storage.execute(
+            ws.Create(
+                entity=USERS,
+                rows=(
+                    {
+                        "id": i,
+                        "name": f"u{i}",
+                        "status": "active" if i % 2 else "gone",
+                        "age": 10 + i,
+                        "score": i / 3,
+                        "born": datetime.date(2000, 1, 1 + i),
+                    },
+                ),
+            )
+        )
+    for request in _requests():
+        driver.send(1, request)
+    return [a.frame for a in driver.log if isinstance(a, ws.Send)]
+
+
+def test_an_engine_without_hooks_sends_the_frames_of_the_general_path() -> None:
+    noop = ws.HookRegistry()
+    for hook_type in ("before_handle", "before_read", "after_read"):
+        noop.register(hook_type, lambda ctx: None)
+    fast = _frames_sent(None)
+    general = _frames_sent(noop)
+    assert len(fast) == len(_requests())
+    assert fast == general
+    for frame in fast:
+        message = ws.decode_outbound(frame)
+        assert ws.encode(message) == frame  # the converter's bytes, key order included
