@@ -54,7 +54,7 @@ def _database_and_models(args: argparse.Namespace) -> tuple[Any, list[Any]]:
         )
     # The registered models, in registration order; a model registered under two names
     # is one table.
-    models = list(dict.fromkeys(storage._models.values()))
+    models = list(dict.fromkeys(storage.models().values()))
     return storage.database, models
 
 

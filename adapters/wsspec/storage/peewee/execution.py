@@ -98,6 +98,11 @@ class PeeweeStorage:
     def entities(self) -> list[Entity]:
         return list(self._entities.values())
 
+    def models(self) -> dict[str, type[peewee.Model]]:
+        """The registered models by their registered names (a copy): what the change log
+        (:mod:`.changelog`) installs its triggers on."""
+        return dict(self._models)
+
     def close(self) -> None:
         """Release the calling thread's connection (each thread holds its own): back to
         the pool on a pooled database, closed otherwise."""
