@@ -195,6 +195,24 @@ class Pipeline:
         or answer whatever may go now."""
         runs = conn.runs
         runs.append(run)
+        if (
+            run.kind is RunKind.SHARED
+            and not conn.waiting
+            and not conn.exclusive_running
+            and conn.in_flight < self.limits.max_in_flight
+            and not conn.pumping
+        ):
+            # The common case, a read on a connection with room for it: what pump() would
+            # do for this one run, without its loop. Nothing waits before the run and it
+            # may start at once; the runs before it are all unfinished (every finish
+            # flushes the finished head), so there is nothing to send but what starting
+            # it may finish, and finishing it pumps by itself (we are not pumping).
+            if not conn.paused and self._at_high_water(conn, len(runs)):
+                self.update_reading(conn)
+            run.started = True
+            conn.in_flight += 1
+            self._start(run)
+            return
         if run.kind is not RunKind.DONE:
             conn.waiting.append(run)
         if not conn.paused and self._at_high_water(conn, len(runs)):
@@ -210,7 +228,12 @@ class Pipeline:
             if run.kind is RunKind.EXCLUSIVE:
                 conn.exclusive_running = False
         if conn.state is ConnState.OPEN:
-            self.pump(conn)
+            if conn.waiting or conn.pumping:
+                self.pump(conn)
+            else:
+                # Nothing to start: all pump() would do is flush, and flushing never
+                # finishes a run, so it cannot ask for another pump.
+                self.flush(conn)
 
     def abandon(self, conn: Connection) -> None:
         """Forget the runs of a connection that is closing, except those executing: they

@@ -261,3 +261,32 @@ def test_an_engine_without_hooks_sends_the_frames_of_the_general_path() -> None:
     for frame in fast:
         message = ws.decode_outbound(frame)
         assert ws.encode(message) == frame  # the converter's bytes, key order included
+
+
+read_objects = st.fixed_dictionaries(
+    {"type": st.just("request"), "operation": st.just("read")},
+    optional={
+        "id": st.one_of(scalars, st.just("m1"), st.just(7)),
+        "entity": st.one_of(scalars, st.sampled_from(["users", "ghosts", ""])),
+        "schema": st.one_of(scalars, st.sampled_from(["public", ""])),
+        "record_id": st.one_of(scalars, st.lists(scalars, max_size=2)),
+        "data": json_values,
+        "options": st.one_of(options, scalars),
+    },
+)
+
+
+@settings(max_examples=500)
+@given(obj=read_objects)
+def test_the_plain_read_fast_path_decodes_as_the_general_path(obj: dict[str, Any]) -> None:
+    from wsspec_core._codec import _decode_object, _decode_plain_read
+
+    fast = _decode_plain_read(obj, {})
+    # "Request" takes the general path (the fast one wants the usual lower case), which
+    # folds the case and decodes everything else alike.
+    general = _decode_object({**obj, "type": "Request"})
+    if fast is not None:
+        assert _typed(fast) == _typed(general)
+        assert type(fast.id) is type(general.id)
+        assert type(fast.record_id) is type(general.record_id)  # type: ignore[union-attr]
+    assert _typed(_decode_object(obj, {})) == _typed(general)
