@@ -669,12 +669,14 @@ class Engine:
             if isinstance(result, ListResult):
                 query = run.key
                 assert isinstance(query, ReadList)
-                metadata = {
+                metadata: dict[str, Any] = {
                     "total": result.total,
                     "count": len(result.rows),
                     "limit": query.limit,
                     "offset": query.offset,
                 }
+                if not result.total_exact:  # counted up to Limits.max_count only
+                    metadata["total_exact"] = False
                 self._after(run, result.rows, metadata)
             elif result is None:
                 self._fail(run, record_not_found(run))
@@ -723,7 +725,7 @@ class Engine:
     def _subscribe(self, run: Run) -> None:
         assert run.entity is not None
         try:
-            filters = compile_filters(run.entity, run.options.filters)
+            filters = compile_filters(run.entity, run.options.filters, self.limits)
         except InvalidRequest as exc:
             self._fail(run, exc.error)
             return

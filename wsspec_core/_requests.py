@@ -106,7 +106,7 @@ class RequestCompiler:
             return run
         if isinstance(message, Subscribe):
             entity = self._resolve(message.schema, message.entity)
-            compile_filters(entity, message.options.filters)
+            compile_filters(entity, message.options.filters, self.limits)
             return Run(conn, RunKind.EXCLUSIVE, message, entity, options=message.options)
         if message.operation is Operation.META and not message.entity:
             return Run(conn, RunKind.SHARED, message)
@@ -145,7 +145,10 @@ class RequestCompiler:
             )
             return
         filters = self._compiled(
-            "filters", entity, options, lambda: compile_filters(entity, options.filters)
+            "filters",
+            entity,
+            options,
+            lambda: compile_filters(entity, options.filters, self.limits),
         )
         if operation is Operation.CREATE:
             records = run.data if isinstance(run.data, list) else [run.data]

@@ -851,3 +851,27 @@ def test_a_reply_larger_than_the_limit_is_the_operations_error_naming_it() -> No
     )
     assert small["success"] is True and len(small["data"]) == 3
     assert d.logged and "exceeds 2000 bytes" in d.logged[-1].message
+
+
+def test_total_beyond_max_count_is_a_lower_bound_flagged_inexact() -> None:
+    d = make(max_count=5)
+    for n in range(12):
+        create(d, "a", {"name": f"u{n}"}, msg_id=f"c{n}")
+    read = {"id": "r", "type": "request", "operation": "read", "entity": "users"}
+    page = d.request("a", {**read, "options": {"limit": 3}})
+    assert page["metadata"]["total_exact"] is False
+    assert page["metadata"]["total"] == 6  # offset + max(limit, max_count) + 1
+    everything = d.request("a", {**read, "id": "r2", "options": {"limit": 100}})
+    assert everything["metadata"]["total"] == 12 and "total_exact" not in everything["metadata"]
+
+
+def test_configured_filter_limits_apply_to_every_operation_and_subscriptions() -> None:
+    d = make(max_filters=2)
+    three = [{"column": "age", "operator": "gt", "value": n} for n in range(3)]
+    for message in (
+        {"type": "request", "operation": "read", "entity": "users", "record_id": 1},
+        {"type": "request", "operation": "delete", "entity": "users", "record_id": 1},
+        {"type": "subscription", "operation": "subscribe", "entity": "users"},
+    ):
+        reply = d.request("a", {"id": "x", **message, "options": {"filters": three}})
+        assert reply["error"]["code"] == "invalid_options", message
