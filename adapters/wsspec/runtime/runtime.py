@@ -337,10 +337,7 @@ class Runtime:
             return
         self._sends += 1
         conn.outbound.append(action.frame)
-        wakeup = conn.writer_wakeup
-        if wakeup is not None:
-            conn.writer_wakeup = None
-            wakeup.set()
+        _wake_writer(conn)
 
     def _on_run_hooks(self, action: RunHooks) -> None:
         self._spawn(self._run_hooks, action)
@@ -356,10 +353,7 @@ class Runtime:
         if action.discard_queued:
             conn.outbound.clear()
         conn.outbound.append(_Close(action.code, action.reason))
-        wakeup = conn.writer_wakeup
-        if wakeup is not None:
-            conn.writer_wakeup = None
-            wakeup.set()
+        _wake_writer(conn)
         self._spawn(self._close_watchdog, conn)
 
     def _spawn(self, function: Callable[[Any], Coroutine[Any, Any, None]], argument: Any) -> None:
@@ -522,3 +516,11 @@ class Runtime:
         except TransportClosed:
             pass
         conn.scope.cancel()
+
+
+def _wake_writer(conn: Connection) -> None:
+    """Wake the connection's writer if it waits on an empty queue."""
+    wakeup = conn.writer_wakeup
+    if wakeup is not None:
+        conn.writer_wakeup = None
+        wakeup.set()
