@@ -10,6 +10,7 @@ cannot reach the peer: the server's own WebSocket pings do that job, on the app'
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,9 @@ def hypercorn_config(app: App, sock: socket.socket) -> hypercorn.config.Config:
     # for its whole graceful_timeout (3 s) before running the lifespan.
     config.graceful_timeout = 0.5
     config.accesslog = None
+    # Given a logger, hypercorn logs through it instead of adding a stderr handler of its
+    # own, which printed every line twice beside the application's logging.
+    config.errorlog = logging.getLogger("hypercorn.error")
     return config
 
 
