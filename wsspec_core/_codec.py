@@ -702,22 +702,38 @@ def make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(Response, unstructure_response)
 
     def unstructure_notification(message: Notification) -> dict[str, Any]:
-        return {
-            "type": _NOTIFICATION,
-            "operation": message.operation.value,
-            "subscription_id": message.subscription_id,
-            "schema": message.schema,
-            "entity": message.entity,
-            "data": message.data,
-            "timestamp": message.timestamp,
-        }
+        if message.seq is None and message.change is None:  # no change feed
+            return {
+                "type": _NOTIFICATION,
+                "operation": message.operation.value,
+                "subscription_id": message.subscription_id,
+                "schema": message.schema,
+                "entity": message.entity,
+                "data": message.data,
+                "timestamp": message.timestamp,
+            }
+        out: dict[str, Any] = {"type": _NOTIFICATION, "operation": message.operation.value}
+        if message.change is not None:
+            out["change"] = message.change
+        if message.seq is not None:
+            out["seq"] = message.seq
+        out["subscription_id"] = message.subscription_id
+        out["schema"] = message.schema
+        out["entity"] = message.entity
+        out["data"] = message.data
+        out["timestamp"] = message.timestamp
+        return out
 
     converter.register_unstructure_hook(Notification, unstructure_notification)
 
     def unstructure_pong(message: Pong) -> dict[str, Any]:
-        if message.id is None:
-            return {"type": _PONG, "timestamp": message.timestamp}
-        return {"type": _PONG, "id": message.id, "timestamp": message.timestamp}
+        out: dict[str, Any] = {"type": _PONG}
+        if message.id is not None:
+            out["id"] = message.id
+        if message.data is not None:  # a change feed's position
+            out["data"] = message.data
+        out["timestamp"] = message.timestamp
+        return out
 
     converter.register_unstructure_hook(Pong, unstructure_pong)
 
@@ -734,7 +750,8 @@ def make_converter() -> cattrs.Converter:
         ),
     )
     converter.register_structure_hook(
-        Pong, make_dict_structure_fn(Pong, converter, _cattrs_forbid_extra_keys=True)
+        Pong,
+        make_dict_structure_fn(Pong, converter, _cattrs_forbid_extra_keys=True, data=passthrough),
     )
 
     # --- inbound: to JSON (encode_inbound) ---

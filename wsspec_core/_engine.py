@@ -21,6 +21,16 @@ subscriptions live at that moment, so every subscription sees changes in commit 
 The writing connection's own notifications are held back until its response has gone out
 (docs/protocol.md "Subscriptions and notifications").
 
+With a change feed (``Engine(change_feed=True)``, docs/core.md "Change feed") every
+change, the engine's own writes included, arrives as a log entry (``ChangesLogged``) and
+only those are routed: a ``StorageCompleted`` notifies nobody, so nothing is notified
+twice. An entry carries the row before and after the write, so each subscription learns
+the change's effect on its result set (added, modified, removed; PROTOCOL.md "Change
+feed"). The engine keeps the log's ``epoch`` and its ``position`` (the last ``seq``
+routed): a subscription goes live at the position, and a pong reports it. A writer's
+notifications are held from the moment its write starts, because its own entry may
+arrive before or after its ``StorageCompleted``.
+
 Where each part lives:
 
 - this module: :class:`Engine`, its public surface, ``handle()`` and its ``{event type:
@@ -61,12 +71,14 @@ from ._entities import Entity, EntityRegistry, ResolutionError
 from ._events import (
     BroadcastRequested,
     ChangeCommitted,
+    ChangesLogged,
     ConnectionClosed,
     ConnectionOpened,
     Event,
     FramesWritten,
     HooksCompleted,
     HooksFailed,
+    LogEntry,
     MessageReceived,
     PongReceived,
     ShutdownRequested,
@@ -77,6 +89,9 @@ from ._events import (
 from ._filters import compile_filters
 from ._hooks import OPERATION_HOOKS, HookContext, HookRegistry, HookType
 from ._messages import (
+    CHANGE_ADDED,
+    CHANGE_MODIFIED,
+    CHANGE_REMOVED,
     WRITE_OPERATIONS,
     DecodeError,
     ErrorInfo,
@@ -92,7 +107,7 @@ from ._messages import (
     Unsubscribe,
 )
 from ._options import coerce_change_row
-from ._pipeline import Connection, ConnState, Pipeline, Run, RunKind
+from ._pipeline import PENDING_PONG, Connection, ConnState, Pipeline, Run, RunKind
 from ._query import InvalidRequest, ListResult, ReadList, Row, StorageOperation
 from ._requests import (
     STORAGE_ERROR_CODES,
@@ -132,13 +147,24 @@ class Engine:
         *,
         hooks: HookRegistry | None = None,
         limits: Limits | None = None,
+        change_feed: bool = False,
     ) -> None:
         registry.validate()
         self.registry = registry
         self.hooks = hooks if hooks is not None else HookRegistry()
         self.limits = limits if limits is not None else Limits()
         self._compiler = RequestCompiler(registry, self.limits)
-        self._pipeline = Pipeline(self.limits, start=self._start, drained=self._close_if_idle)
+        self._change_feed = change_feed
+        #: The change log's epoch (``None`` until the first ``ChangesLogged``), and the
+        #: ``seq`` of the last entry routed (docs/core.md "Change feed").
+        self._epoch: str | None = None
+        self._position = 0
+        self._pipeline = Pipeline(
+            self.limits,
+            start=self._start,
+            drained=self._close_if_idle,
+            pong=self._pong_frame if change_feed else None,
+        )
         self._keepalive = Keepalive(self.limits)
         self._rate_limit = RateLimit(self.limits)
         self._connections: dict[Hashable, Connection] = {}
@@ -162,6 +188,21 @@ class Engine:
     @property
     def subscription_count(self) -> int:
         return len(self._subscriptions)
+
+    @property
+    def change_feed(self) -> bool:
+        """Whether changes reach subscribers only as ``ChangesLogged`` entries."""
+        return self._change_feed
+
+    @property
+    def epoch(self) -> str | None:
+        """The change log's epoch, as the last ``ChangesLogged`` said (``None`` before)."""
+        return self._epoch
+
+    @property
+    def position(self) -> int:
+        """The ``seq`` of the last change-log entry routed (0 before any)."""
+        return self._position
 
     def connection_metadata(self, connection_id: Hashable) -> dict[str, Any] | None:
         """The metadata dictionary hooks see for this connection, if it is open."""
@@ -365,6 +406,12 @@ class Engine:
         if isinstance(message, DecodeError):
             return self._answered(conn, message.id, self._compiler.decode_error(message))
         if isinstance(message, Ping):
+            if self._change_feed:
+                # The position goes in when the pong is sent (_pong_frame): notifications
+                # routed while it waits behind other responses reach the client first.
+                run = Run(conn, RunKind.DONE, response=PENDING_PONG)
+                run.result = message.id
+                return run
             return Run(
                 conn,
                 RunKind.DONE,
@@ -378,6 +425,18 @@ class Engine:
             return self._compiler.compile(conn, message)
         except InvalidRequest as exc:
             return self._answered(conn, message.id, exc.error)
+
+    def _pong_frame(self, run: Run) -> str:
+        """The pong of a ping run, as it is sent: with a change feed, every entry up to
+        the position has been sent to this connection by now (none is held: a write that
+        holds them started after the ping was answered, or its response went out first)."""
+        return encode(
+            Pong(
+                id=run.result,
+                timestamp=self._timestamp(),
+                data={"epoch": self._epoch, "seq": self._position},
+            )
+        )
 
     def _answered(self, conn: Connection, message_id: MessageId, error: ErrorInfo) -> Run:
         return Run(
@@ -581,6 +640,11 @@ class Engine:
     # --- running requests --------------------------------------------------------
 
     def _start(self, run: Run) -> None:
+        if self._change_feed and run.kind is RunKind.EXCLUSIVE:
+            message = run.message
+            if isinstance(message, Request) and message.operation in WRITE_OPERATIONS:
+                # Its log entry may arrive before its StorageCompleted: hold from now.
+                self._pipeline.hold_notifications(run)
         if HookType.BEFORE_HANDLE not in self.hooks.registered:
             # The common case, no hook: what _run_hooks would do, without building the
             # continuation it would call at once.
@@ -687,19 +751,24 @@ class Engine:
             self._fail(run, record_not_found(run))
             return
         # The write committed: notify now, in commit order (docs/protocol.md "Order").
+        # With a change feed its changes arrive as log entries instead, like anyone's.
         run.committed = True
-        if run.conn.state is ConnState.OPEN:
-            self._pipeline.hold_notifications(run.conn)
+        notify = not self._change_feed
+        if notify and run.conn.state is ConnState.OPEN:
+            self._pipeline.hold_notifications(run)
         if operation is Operation.CREATE:
             rows: list[Row] = result
-            for row in rows:
-                self._notify(entity, Operation.CREATE, row)
+            if notify:
+                for row in rows:
+                    self._notify(entity, Operation.CREATE, row)
             data: Any = rows if isinstance(run.data, list) else rows[0]
         elif operation is Operation.UPDATE:
-            self._notify(entity, Operation.UPDATE, result)
+            if notify:
+                self._notify(entity, Operation.UPDATE, result)
             data = result
         else:
-            self._notify(entity, Operation.DELETE, result)
+            if notify:
+                self._notify(entity, Operation.DELETE, result)
             data = {"deleted": True, "id": result[entity.primary_key.name]}
         if run.conn.state is not ConnState.OPEN:
             return  # nobody to answer; the notifications went out
@@ -753,7 +822,11 @@ class Engine:
             if run.conn.state is ConnState.OPEN:
                 self._subscriptions.add(subscription)
                 run.conn.subscriptions[subscription.id] = subscription
-            self._succeed(run, run.result)
+            result = run.result
+            if self._change_feed and isinstance(result, dict):
+                # Live from here: it gets exactly the matching entries after this seq.
+                result = {**result, "epoch": self._epoch, "seq": self._position}
+            self._succeed(run, result)
 
         self._run_hooks(run, HookType.AFTER_SUBSCRIBE, activate)
 
@@ -825,6 +898,142 @@ class Engine:
             return
         self._notify(resolved, event.operation, row)
 
+    # --- the change feed (docs/core.md "Change feed") -----------------------------------
+
+    def _on_changes_logged(self, event: ChangesLogged) -> None:
+        if not self._change_feed:
+            self._log(LOG_WARNING, "ChangesLogged ignored: the engine runs without change_feed")
+            return
+        if event.epoch != self._epoch:
+            if self._epoch is not None:
+                self._log(
+                    LOG_WARNING,
+                    f"change log epoch changed from {self._epoch!r} to {event.epoch!r} "
+                    f"(the log was reset); positions start again from 0",
+                )
+                self._position = 0
+            self._epoch = event.epoch
+        for entry in event.entries:
+            self._route_entry(entry)
+        through = event.through
+        if isinstance(through, int) and through > self._position:
+            self._position = through
+
+    def _route_entry(self, entry: LogEntry) -> None:
+        """Route one log entry; whatever is wrong with it is logged and it is skipped."""
+        seq = entry.seq
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq <= self._position:
+            self._log(
+                LOG_WARNING,
+                f"change log entry skipped: seq {seq!r} is not beyond the position "
+                f"{self._position}",
+            )
+            return
+        # From here the entry is consumed, usable or not: the position moves past it.
+        self._position = seq
+        try:
+            resolved = self.registry.resolve(entry.schema, entry.entity)
+        except Exception as exc:
+            resolved = ResolutionError(message=f"unusable entity name ({exc!r})")
+        if isinstance(resolved, ResolutionError):
+            self._log(LOG_WARNING, f"change log entry {seq} skipped: {resolved.message}")
+            return
+        operation = entry.operation
+        needs_old = operation is Operation.UPDATE or operation is Operation.DELETE
+        needs_new = operation is Operation.UPDATE or operation is Operation.CREATE
+        if not (needs_old or needs_new):
+            self._log(LOG_WARNING, f"change log entry {seq} skipped: {operation!r} is not a write")
+            return
+        rows: list[Row | None] = []
+        for wanted, raw in ((needs_old, entry.old), (needs_new, entry.new)):
+            if not wanted:
+                rows.append(None)
+                continue
+            if not isinstance(raw, dict):
+                self._log(
+                    LOG_WARNING,
+                    f"change log entry {seq} ({resolved.qualified_name} {operation.value}) "
+                    f"skipped: its row is {raw!r}, not an object",
+                )
+                return
+            try:
+                rows.append(coerce_change_row(resolved, raw))
+            except InvalidRequest as exc:
+                self._log(
+                    LOG_WARNING,
+                    f"change log entry {seq} ({resolved.qualified_name}) skipped: "
+                    f"{exc.error.message}: {raw!r}",
+                )
+                return
+            except Exception as exc:
+                self._log(
+                    LOG_WARNING,
+                    f"change log entry {seq} ({resolved.qualified_name}) skipped ({exc!r})",
+                )
+                return
+        old, new = rows
+        self._route_change(resolved, seq, operation, old, new)
+
+    def _route_change(
+        self, entity: Entity, seq: int, operation: Operation, old: Row | None, new: Row | None
+    ) -> None:
+        """Notify each subscription of ``entity`` of the change's effect on its result set
+        (PROTOCOL.md "Change feed"): the filters, hook-added ones included, on the row
+        before and after. A row leaving a subscription is sent as it was while it matched:
+        a subscriber never receives values outside its filters."""
+        index = self._subscriptions
+        try:
+            before = index.route(entity, old) if old is not None else []
+            after = index.route(entity, new) if new is not None else []
+        except Exception as exc:  # a value of a type its column does not have
+            self._log(
+                LOG_ERROR,
+                f"change log entry {seq} ({entity.qualified_name}) not routable ({exc!r})",
+            )
+            return
+        if not before and not after:
+            return
+        # route() gives each list in creation order; merged, they stay in it.
+        matched_after = {subscription.id for subscription in after}
+        matched_before = {subscription.id for subscription in before}
+        effects: list[tuple[Subscription, str]] = [
+            (subscription, CHANGE_MODIFIED if subscription.id in matched_after else CHANGE_REMOVED)
+            for subscription in before
+        ]
+        added = [s for s in after if s.id not in matched_before]
+        if added:
+            effects.extend((subscription, CHANGE_ADDED) for subscription in added)
+            if before:
+                effects.sort(key=lambda effect: effect[0].sequence)
+        timestamp = self._timestamp()
+        # One copy of each row for all: the rows are not shared with anyone who may change them.
+        old_data = dict(old) if old is not None else None
+        new_data = dict(new) if new is not None else None
+        for subscription, change in effects:
+            conn = self._connections.get(subscription.connection_id)
+            if conn is None or conn.state is not ConnState.OPEN:
+                continue
+            notification = Notification(
+                operation=operation,
+                subscription_id=subscription.id,
+                schema=entity.schema,
+                entity=entity.name,
+                data=old_data if change == CHANGE_REMOVED else new_data,
+                timestamp=timestamp,
+                seq=seq,
+                change=change,
+            )
+            try:
+                frame = encode(notification)
+            except Exception as exc:
+                self._log(
+                    LOG_ERROR,
+                    f"change log entry {seq} ({entity.qualified_name} {operation.value}) not "
+                    f"notified: its row cannot be encoded ({exc})",
+                )
+                return
+            self._pipeline.notify(conn, frame)
+
     _HANDLERS: dict[type, Callable[[Engine, Any], None]] = {
         ConnectionOpened: _on_opened,
         MessageReceived: _on_message,
@@ -838,5 +1047,6 @@ class Engine:
         PongReceived: _on_pong,
         TimePassed: _on_time,
         ChangeCommitted: _on_change,
+        ChangesLogged: _on_changes_logged,
         ShutdownRequested: _on_shutdown,
     }

@@ -149,6 +149,46 @@ class ChangeCommitted:
 
 
 @attrs.frozen(kw_only=True)
+class LogEntry:
+    """One change read from the database's change log (docs/changefeed.md): the write's
+    ``seq``, the entity it touched, and the row before (``old``, ``None`` for a create)
+    and after (``new``, ``None`` for a delete) the write, as the log stored them."""
+
+    seq: int
+    schema: str | None
+    entity: str
+    #: ``create``, ``update`` or ``delete``: the database operation.
+    operation: Operation
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+@attrs.frozen(kw_only=True)
+class ChangesLogged:
+    """Changes a tailer read from the change log, in ``seq`` order (only for an
+    ``Engine(change_feed=True)``; docs/core.md "Change feed").
+
+    The engine routes each entry whose ``seq`` is larger than its position to the
+    subscriptions it adds to, modifies in, or removes from (docs/protocol.md "Change
+    feed"), then takes its ``seq`` as the position. Rows are coerced like those of
+    :class:`ChangeCommitted`. An entry the engine cannot use (an unknown entity, a row
+    that cannot be coerced, a ``seq`` not beyond the position) is logged and skipped: it
+    comes from outside and must not stop the engine. An ``epoch`` other than the one the
+    engine knew means the log was reset: logged, adopted, and the position starts again
+    from 0.
+
+    ``through``, if given, is the ``seq`` the tailer has read the log up to (at least the
+    last entry's): an entry-free event with it moves the position, for a tailer that
+    starts at the log's end or read entries of tables it does not hand over."""
+
+    epoch: str
+    entries: tuple[LogEntry, ...]
+    now: float
+    wall: float | None = None
+    through: int | None = None
+
+
+@attrs.frozen(kw_only=True)
 class BroadcastRequested:
     """Send ``frame`` to every open connection, or to those whose connection metadata
     (the dictionary hooks see) ``predicate`` accepts. A predicate that raises skips
@@ -181,6 +221,7 @@ Event = (
     | PongReceived
     | TimePassed
     | ChangeCommitted
+    | ChangesLogged
     | BroadcastRequested
     | ShutdownRequested
 )

@@ -165,6 +165,12 @@ class Response:
     metadata: dict[str, Any] | None = None
 
 
+#: A change's effect on one subscription's result set (docs/protocol.md "Change feed").
+CHANGE_ADDED = "added"
+CHANGE_MODIFIED = "modified"
+CHANGE_REMOVED = "removed"
+
+
 @attrs.frozen(kw_only=True)
 class Notification:
     operation: Operation
@@ -173,12 +179,21 @@ class Notification:
     entity: str
     data: Any
     timestamp: str
+    #: With a change feed only (``Engine(change_feed=True)``): the change's ``seq`` in
+    #: the log, and its effect on this subscription (``"added"``, ``"modified"``,
+    #: ``"removed"``). ``None`` without a feed: the codec then leaves them out, so a
+    #: frame is byte for byte what it was before the feed existed.
+    seq: int | None = None
+    change: str | None = None
 
 
 @attrs.frozen(kw_only=True)
 class Pong:
     id: MessageId | None
     timestamp: str
+    #: With a change feed only: ``{"epoch", "seq"}``, the position this connection has
+    #: been notified up to. Left out of the frame when ``None``.
+    data: dict[str, Any] | None = None
 
 
 OutboundMessage = Response | Notification | Pong

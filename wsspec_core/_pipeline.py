@@ -21,7 +21,15 @@ half of both. A backlog past ``Limits.outbound_queue`` means the client is not r
 connection is noted in ``overflowed`` and the engine closes it once the event's actions are
 complete. A writer's own notifications are held behind its response (``Connection.held``)
 and, once released, get room of their own (``burst_allowance``): the client could not read
-them while they were held.
+them while they were held. Holding starts when the engine says so
+(:meth:`Pipeline.hold_notifications`: when a write commits, or with a change feed when it
+starts, since its log entry may arrive before its ``StorageCompleted``), and each holding
+run releases what is held when its response is sent; ``Connection.holders`` counts the
+holding runs not yet sent (a write may start in the event that finishes the one before it).
+
+With a change feed, a pong says how far the connection has been notified, which is known
+only when it is sent: its run finishes with :data:`PENDING_PONG`, and :meth:`Pipeline.flush`
+asks the engine for the frame (``pong``) as it sends it.
 
 The pipeline never changes ``Connection.state``: opening and closing are the engine's.
 """
@@ -51,6 +59,10 @@ class ConnState(enum.Enum):
 
 _NO_OPTIONS = QueryOptions()
 
+#: The response of a ping whose pong is written when it is sent (a change feed's
+#: position): compared by identity, never sent as it is.
+PENDING_PONG = "(pong written when sent)"
+
 
 class RunKind(enum.Enum):
     DONE = "done"  # answered on arrival (errors, ping)
@@ -71,6 +83,7 @@ class Run:
         "context",
         "data",
         "entity",
+        "holds",
         "hooks_ran",
         "key",
         "kind",
@@ -110,8 +123,10 @@ class Run:
         self.hooks_ran = False
         #: The validated storage operation of the run.
         self.key: Any = None
-        #: Set when a write of this run committed: its response releases held notifications.
+        #: Set when a write of this run committed.
         self.committed = False
+        #: This run holds its connection's notifications: its response releases them.
+        self.holds = False
 
 
 @attrs.define(eq=False)
@@ -134,6 +149,8 @@ class Connection:
     subscriptions: dict[str, Subscription] = attrs.Factory(dict)
     #: Notification frames held until this connection's pending write response is sent.
     held: list[str] | None = None
+    #: Runs holding notifications whose responses are not sent yet.
+    holders: int = 0
     #: Frames sent and not yet reported written (``FramesWritten``).
     backlog: int = 0
     #: Room beyond Limits.outbound_queue for a burst of held notifications just released:
@@ -160,6 +177,7 @@ class Pipeline:
     __slots__ = (
         "_backlog_high_water",
         "_drained",
+        "_pong",
         "_read_ahead",
         "_start",
         "draining",
@@ -174,6 +192,7 @@ class Pipeline:
         *,
         start: Callable[[Run], None],
         drained: Callable[[Connection], None],
+        pong: Callable[[Run], str] | None = None,
     ) -> None:
         self.limits = limits
         self.out: list[Action] = []
@@ -184,6 +203,7 @@ class Pipeline:
         self.draining = False
         self._start = start
         self._drained = drained
+        self._pong = pong
         # The two high-water marks, read on every request (Limits is frozen: they are fixed).
         self._read_ahead = limits.requests_read_ahead
         self._backlog_high_water = limits.backlog_high_water
@@ -242,6 +262,7 @@ class Pipeline:
         conn.runs = [run for run in conn.runs if run.started and run.response is None]
         conn.waiting.clear()
         conn.held = None
+        conn.holders = 0
 
     def pump(self, conn: Connection) -> None:
         """Start every run that may start now, in order; then send what is finished.
@@ -288,20 +309,21 @@ class Pipeline:
 
     def flush(self, conn: Connection) -> None:
         """Send the finished responses at the head of the connection's runs, in order; a
-        committed write's response releases the notifications held behind it."""
+        holding write's response releases the notifications held behind it."""
         if conn.state is not ConnState.OPEN:
             return
         sent = 0
         for run in conn.runs:
-            if run.response is None:
+            frame = run.response
+            if frame is None:
                 break
             sent += 1
-            self.send(conn, run.response)
-            if run.committed and conn.held is not None:
-                held, conn.held = conn.held, None
-                conn.burst_allowance += len(held)
-                for frame in held:
-                    self.send(conn, frame)
+            if frame is PENDING_PONG:
+                assert self._pong is not None
+                frame = self._pong(run)
+            self.send(conn, frame)
+            if run.holds:
+                self._release(conn)
         if sent:
             runs = conn.runs
             del runs[:sent]
@@ -332,10 +354,30 @@ class Pipeline:
         else:
             self.send(conn, frame)
 
-    def hold_notifications(self, conn: Connection) -> None:
-        """Hold ``conn``'s notifications until the response of its write just committed
-        has gone out (the response releases them, in :meth:`flush`)."""
-        conn.held = []
+    def hold_notifications(self, run: Run) -> None:
+        """Hold the notifications of ``run``'s connection until ``run``'s response has
+        gone out (the response releases them, in :meth:`flush`)."""
+        if run.holds:
+            return
+        run.holds = True
+        conn = run.conn
+        conn.holders += 1
+        if conn.held is None:
+            conn.held = []
+
+    def _release(self, conn: Connection) -> None:
+        """A holding run's response went out: send what was held behind it. Notifications
+        stay held if another holding run of the connection has started meanwhile (every
+        frame held so far was routed before it started)."""
+        conn.holders -= 1
+        held = conn.held
+        if held is None:
+            return
+        conn.held = [] if conn.holders else None
+        if held:
+            conn.burst_allowance += len(held)
+            for frame in held:
+                self.send(conn, frame)
 
     def _hold(self, conn: Connection, frame: str) -> None:
         """Hold a notification behind the connection's own write response; more than
