@@ -42,3 +42,14 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, default_db: str | N
         help="logging level on stderr; info logs one line per connection opened and closed "
         "(default: %(default)s)",
     )
+
+
+def add_change_feed_argument(parser: argparse.ArgumentParser) -> None:
+    """``--change-feed``: for ``wsspec serve``, whose app's database may have the log."""
+    parser.add_argument(
+        "--change-feed",
+        action="store_true",
+        help="notify subscribers of every change in the database's change log, from this "
+        "server, other server processes or plain SQL (run `wsspec changelog install` "
+        "first; docs/changefeed.md)",
+    )

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .extras import needs_extra
-from .flags import add_server_arguments
+from .flags import add_change_feed_argument, add_server_arguments
 
 HELP = "serve your own app: MODULE:ATTR names an App, or a callable taking the --db URL"
 
@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a string, or None when --db is not given) and returns one",
     )
     add_server_arguments(parser, default_db=None)
+    add_change_feed_argument(parser)
 
 
 def load_app(target: str, db_url: str | None) -> Any:
@@ -54,4 +55,28 @@ def run(args: argparse.Namespace) -> int:
     from .serving import configure_logging, run_app
 
     configure_logging(args.log_level)
-    return run_app(load_app(args.target, args.db), name="serve", args=args)
+    app = load_app(args.target, args.db)
+    if args.change_feed:
+        app.change_feed = True
+    try:
+        return run_app(app, name="serve", args=args)
+    except BaseException as exc:
+        unavailable = _change_feed_unavailable(exc)
+        if unavailable is None:
+            raise
+        raise SystemExit(f"wsspec serve: {unavailable}") from None
+
+
+def _change_feed_unavailable(exc: BaseException) -> BaseException | None:
+    """The ``ChangeFeedUnavailable`` that stopped the server at start, however deep in
+    task groups' exception groups it is."""
+    from ..runtime import ChangeFeedUnavailable
+
+    if isinstance(exc, ChangeFeedUnavailable):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _change_feed_unavailable(inner)
+            if found is not None:
+                return found
+    return None

@@ -11,16 +11,19 @@ from .runtime import (
     TransportClosed,
 )
 from .storage_lanes import Storage, StorageLanes
+from .tailer import ChangeFeedUnavailable, Tailer
 
 __all__ = [
     "CLOSE_TIMEOUT",
     "SHUTDOWN_TIMEOUT",
     "STORAGE_THREADS",
     "App",
+    "ChangeFeedUnavailable",
     "Connection",
     "Runtime",
     "Storage",
     "StorageLanes",
+    "Tailer",
     "Transport",
     "TransportClosed",
 ]

@@ -46,6 +46,11 @@ class App:
     only right for storage that never blocks (``MemoryStorage``).  While the app is served,
     the counters, :meth:`broadcast`, :meth:`notify_change` and :meth:`request_shutdown` act
     on the running server; call them from the event loop thread that runs it.
+
+    ``change_feed=True`` makes every committed change in the database's change log reach
+    subscribers (with ``seq``, ``change`` and the ``added``/``modified``/``removed``
+    semantics of docs/protocol.md), including other processes' writes and plain SQL:
+    one tailer per server reads the log (docs/changefeed.md). Off by default.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class App:
         hooks: HookRegistry | None = None,
         limits: Limits | None = None,
         storage_threads: int = STORAGE_THREADS,
+        change_feed: bool = False,
     ) -> None:
         self.storage = storage
         if registry is None:
@@ -70,6 +76,11 @@ class App:
         if storage_threads < 0:
             raise ValueError("storage_threads must be 0 (inline) or more")
         self.storage_threads = storage_threads
+        #: Notify subscribers of every change in the database's change log, whoever made
+        #: it (docs/changefeed.md): the storage must be a ``PeeweeStorage`` whose database
+        #: has the log installed (``wsspec changelog install``), else serving fails at
+        #: start. Settable until the app is served (``wsspec serve --change-feed``).
+        self.change_feed = change_feed
         self._runtime: Runtime | None = None
         self._shutdown_requested: anyio.Event | None = None
         self._asgi: ASGIApp | None = None

@@ -37,8 +37,11 @@ import anyio
 from wsspec_core import (
     AcceptConnection,
     BroadcastRequested,
+    ChangesLogged,
     CloseConnection,
     ConnectionOpened,
+    Create,
+    Delete,
     Engine,
     Event,
     FramesWritten,
@@ -46,6 +49,7 @@ from wsspec_core import (
     HooksCompleted,
     HooksFailed,
     Log,
+    LogEntry,
     MessageReceived,
     PauseReading,
     PongReceived,
@@ -60,12 +64,14 @@ from wsspec_core import (
     StorageCompleted,
     StorageFailed,
     TimePassed,
+    Update,
     hook_failure,
 )
 from wsspec_core import ConnectionClosed as ConnectionClosedEvent
 
 from .loop import current_clock
 from .storage_lanes import Outcome, StorageLanes
+from .tailer import Tailer
 
 if TYPE_CHECKING:
     from .app import App
@@ -178,11 +184,18 @@ class Runtime:
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     ) -> None:
         self.app = app
-        self.engine = Engine(app.registry, hooks=app.hooks, limits=app.limits)
+        change_feed = bool(getattr(app, "change_feed", False))
+        # Without a feed the engine is built exactly as before the feed existed.
+        feed_option = {"change_feed": True} if change_feed else {}
+        self.engine = Engine(app.registry, hooks=app.hooks, limits=app.limits, **feed_option)
         self.close_timeout = close_timeout
         self.shutdown_timeout = shutdown_timeout
         self.connections: dict[Hashable, Connection] = {}
         self.lanes = StorageLanes(app.storage, app.storage_threads, self._report_storage)
+        #: With a change feed: the change-log reader, and the writes whose completion
+        #: wakes it (their log entries are there by then).
+        self.tailer = Tailer(app.storage, self._changes_logged) if change_feed else None
+        self._writes_running: set[int] = set()
         self.running = False
         self._services: anyio.abc.TaskGroup | None = None
         self._connection_ended = anyio.Event()
@@ -199,7 +212,7 @@ class Runtime:
             AcceptConnection: self._on_accept,
             RejectConnection: self._on_reject,
             Send: self._on_send,
-            RunStorage: self.lanes.submit,
+            RunStorage: self._on_run_storage if change_feed else self.lanes.submit,
             RunHooks: self._on_run_hooks,
             CloseConnection: self._on_close,
             PauseReading: self._on_pause,
@@ -260,6 +273,10 @@ class Runtime:
         async with anyio.create_task_group() as services:
             self._services = services
             await services.start(self.lanes.run)
+            if self.tailer is not None:
+                # Feeds the log's position before any client is accepted (running is
+                # still False), so every subscribe reply carries it.
+                await services.start(self.tailer.run)
             services.start_soon(self._timer)
             self.running = True
             try:
@@ -339,6 +356,12 @@ class Runtime:
         conn.outbound.append(action.frame)
         _wake_writer(conn)
 
+    def _on_run_storage(self, action: RunStorage) -> None:
+        """With a change feed: remember writes, whose completion wakes the tailer."""
+        if isinstance(action.operation, Create | Update | Delete):
+            self._writes_running.add(action.operation_id)
+        self.lanes.submit(action)
+
     def _on_run_hooks(self, action: RunHooks) -> None:
         self._spawn(self._run_hooks, action)
 
@@ -387,12 +410,26 @@ class Runtime:
         """On the loop thread: the outcomes of one lane's batch, in the order run (so
         writes, which have one lane, in commit order)."""
         clocks = self.now()
+        if self.tailer is not None and self._writes_running:
+            wrote = False
+            for operation_id, _, _ in outcomes:
+                if operation_id in self._writes_running:
+                    self._writes_running.discard(operation_id)
+                    wrote = True
+            if wrote:
+                # Committed: the tailer reads its log entries now rather than at its next
+                # poll; the engine holds them until this write's response has been sent.
+                self.tailer.wake()
         for operation_id, result, error in outcomes:
             self.feed(
                 StorageCompleted(operation_id=operation_id, result=result, **clocks)
                 if error is None
                 else StorageFailed(operation_id=operation_id, error=error, **clocks)
             )
+
+    def _changes_logged(self, epoch: str, entries: tuple[LogEntry, ...], through: int) -> None:
+        """On the loop thread: what the tailer read from the change log."""
+        self.feed(ChangesLogged(epoch=epoch, entries=entries, through=through, **self.now()))
 
     async def _run_hooks(self, action: RunHooks) -> None:
         try:

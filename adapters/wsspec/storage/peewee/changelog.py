@@ -69,6 +69,9 @@ RECORD_FUNCTION = "wsspec_changelog_record"  # PostgreSQL only
 LOCK_FUNCTION = "wsspec_changelog_lock"  # PostgreSQL only
 ROW_TRIGGER = "wsspec_changelog_row"  # PostgreSQL: per table; SQLite: prefix
 LOCK_TRIGGER = "wsspec_changelog_lock"  # PostgreSQL only
+#: PostgreSQL only: the channel the row trigger notifies, with an empty payload, so that a
+#: tailer in ``LISTEN`` reads the log at once instead of at its next poll.
+NOTIFY_CHANNEL = "wsspec_changelog"
 
 Operation = Literal["create", "update", "delete"]
 _SQLITE_OPERATIONS: tuple[tuple[str, Operation], ...] = (
@@ -413,6 +416,9 @@ def _pg_install(database: peewee.Database, models: list[type[peewee.Model]]) -> 
             " ELSE 'delete' END,"
             " CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END,"
             " CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END);"
+            # Wakes listening tailers at commit; payload-free, so the 8000-byte limit
+            # never matters, and PostgreSQL sends one per transaction however many rows.
+            f" PERFORM pg_notify({_pg_literal(NOTIFY_CHANNEL)}, '');"
             " RETURN NULL; END $wsspec$",
         )
         wanted: dict[int, type[peewee.Model]] = {}

@@ -1,0 +1,322 @@
+"""The change feed end to end (issue 9 item 4; docs/changefeed.md "Two processes"): real
+``wsspec serve --change-feed`` processes on one SQLite file or one PostgreSQL database, a
+third program writing plain SQL, and websocket clients on 127.0.0.1. Processes are stopped
+by PID; every wait is bounded. Also, in process: the tailer on every transport, and the
+default (no change feed) unchanged."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+from websockets.sync.client import ClientConnection, connect
+from wsserver_support import client, demo_app, serving
+from wsspec import App
+from wsspec.runtime import ChangeFeedUnavailable
+from wsspec.storage.peewee import PeeweeStorage, changelog
+
+WSSPEC = str(Path(sys.executable).with_name("wsspec"))
+APP = "wsspec.demo:build_app"
+#: The promise is 1 s (PROTOCOL.md "Several servers, one database"); CI machines stall.
+DELIVERY = 2.0
+ACTIVE = {"filters": [{"column": "status", "operator": "eq", "value": "active"}]}
+
+
+# --- real processes -------------------------------------------------------------------------
+
+
+class Server:
+    """One ``wsspec serve --change-feed`` process."""
+
+    def __init__(self, cwd: Path, db: str, *extra: str) -> None:
+        self.stderr = ""
+        self.process = subprocess.Popen(
+            [WSSPEC, "serve", APP, "--db", db, "--port", "0", "--change-feed", *extra],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line: list[str] = []
+        reader = threading.Thread(
+            target=lambda: line.append(self.process.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        reader.join(20)
+        if not line or not line[0]:
+            self.stop()
+            raise AssertionError(f"the server did not start: {self.stderr}")
+        self.url = line[0].split()[-1]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        assert self.process.stderr is not None
+        self.stderr = self.process.stderr.read()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextlib.contextmanager
+def servers(cwd: Path, db: str, count: int = 2) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    try:
+        for _ in range(count):
+            started.append(Server(cwd, db))
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+        for server in started:
+            assert "Traceback" not in server.stderr, server.stderr
+
+
+class Client:
+    """A blocking websocket client speaking the protocol."""
+
+    def __init__(self, url: str) -> None:
+        self._stack = contextlib.ExitStack()
+        self.ws: ClientConnection = self._stack.enter_context(connect(url, open_timeout=10))
+        self.ids = 0
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def recv(self, timeout: float = DELIVERY) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.ws.recv(timeout=timeout))
+        return found
+
+    def request(self, operation: str, entity: str = "users", **fields: Any) -> dict[str, Any]:
+        """Send a request; the next message must be its response."""
+        self.ids += 1
+        message: dict[str, Any] = {
+            "id": str(self.ids),
+            "type": "subscription" if operation == "subscribe" else "request",
+            "operation": operation,
+            "schema": "public",
+            "entity": entity,
+            **fields,
+        }
+        self.ws.send(json.dumps(message))
+        response = self.recv()
+        assert response.get("id") == str(self.ids), response
+        assert response["success"], response
+        return response
+
+    def nothing_more(self, wait: float = 0.5) -> None:
+        with pytest.raises(TimeoutError):
+            extra = self.recv(timeout=wait)
+            print("unexpected:", extra)
+
+
+def install(cwd: Path, db: str) -> str:
+    done = subprocess.run(
+        [WSSPEC, "changelog", "install", APP, "--db", db],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[4].rstrip(";")
+
+
+def notified(note: dict[str, Any], change: str, seq: int) -> dict[str, Any]:
+    assert note["type"] == "notification", note
+    assert (note["change"], note["seq"]) == (change, seq), note
+    data: dict[str, Any] = note["data"]
+    return data
+
+
+def check_two_servers(cwd: Path, db: str, plain_sql: Callable[[list[str]], None]) -> None:
+    """Server A takes a write, server B's subscriber gets it; a third program's plain SQL
+    reaches both; every server gives the same change the same ``seq``."""
+    epoch = install(cwd, db)
+    with servers(cwd, db) as (a, b):
+        on_b, on_a, writer = Client(b.url), Client(a.url), Client(a.url)
+        filtered = Client(b.url)
+        try:
+            for watcher in (on_b, on_a, writer):
+                reply = watcher.request("subscribe")
+                assert (reply["data"]["epoch"], reply["data"]["seq"]) == (epoch, 0)
+            filtered.request("subscribe", options=ACTIVE)
+
+            started = time.monotonic()
+            created = writer.request("create", data={"name": "Ann", "status": "active"})
+            # The writer's response came first (request() read it as the next message);
+            # its own notification follows, exactly once.
+            assert notified(writer.recv(), "added", 1) == created["data"]
+            writer.nothing_more(0.3)
+            assert notified(on_b.recv(), "added", 1) == created["data"]
+            assert time.monotonic() - started < DELIVERY
+            assert notified(on_a.recv(), "added", 1) == created["data"]
+            assert notified(filtered.recv(), "added", 1)["name"] == "Ann"
+
+            plain_sql(
+                [
+                    "INSERT INTO users (name, status) VALUES ('Bob', 'active')",
+                    "UPDATE users SET status = 'away' WHERE name = 'Bob'",
+                    "DELETE FROM users WHERE name = 'Bob'",
+                ]
+            )
+            for watcher in (on_b, on_a, writer):
+                assert notified(watcher.recv(), "added", 2)["name"] == "Bob"
+                assert notified(watcher.recv(), "modified", 3)["status"] == "away"
+                assert notified(watcher.recv(), "removed", 4)["status"] == "away"
+            # The filtered subscriber: Bob enters, then leaves with the row as it matched.
+            assert notified(filtered.recv(), "added", 2)["status"] == "active"
+            assert notified(filtered.recv(), "removed", 3)["status"] == "active"
+            for watcher in (on_b, on_a, writer, filtered):
+                watcher.nothing_more(0.2)
+        finally:
+            for c in (on_b, on_a, writer, filtered):
+                c.close()
+
+
+def test_two_servers_on_one_sqlite_file(tmp_path: Path) -> None:
+    def plain_sql(statements: list[str]) -> None:
+        conn = sqlite3.connect(tmp_path / "app.db", timeout=10)
+        try:
+            for statement in statements:
+                conn.execute(statement)
+                conn.commit()
+        finally:
+            conn.close()
+
+    check_two_servers(tmp_path, "sqlite:///app.db", plain_sql)
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[tuple[str, str]]:
+    """A fresh schema on the test server: (its --db URL, its name)."""
+    dsn = os.environ.get("WSSPEC_TEST_POSTGRES_DSN")
+    if not dsn:
+        pytest.skip("WSSPEC_TEST_POSTGRES_DSN is not set")
+    try:
+        admin = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is unreachable: {type(exc).__name__}")
+    schema = f"wsspec_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    options = urllib.parse.quote(f"-c search_path={schema}", safe="")
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}options={options}", schema
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_postgresql_database(tmp_path: Path) -> None:
+    dsn = os.environ.get("WSSPEC_TEST_POSTGRES_DSN", "")
+    with postgres_schema() as (db, schema):
+
+        def plain_sql(statements: list[str]) -> None:
+            with psycopg.connect(dsn, autocommit=True, options=f"-c search_path={schema}") as c:
+                for statement in statements:
+                    c.execute(statement)
+
+        check_two_servers(tmp_path, db, plain_sql)
+
+
+def test_serve_change_feed_without_the_log_fails_at_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [WSSPEC, "serve", APP, "--db", "sqlite:///app.db", "--port", "0", "--change-feed"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "wsspec changelog install" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+# --- in process -------------------------------------------------------------------------------
+
+
+def installed_app(tmp_path: Path, **options: Any) -> App:
+    app = demo_app(tmp_path)
+    storage = app.storage
+    assert isinstance(storage, PeeweeStorage)
+    with storage.database.connection_context():
+        changelog.install(storage.database, storage.models().values())
+    app.change_feed = options.get("change_feed", False)
+    return app
+
+
+def outside_insert(tmp_path: Path, name: str) -> None:
+    conn = sqlite3.connect(tmp_path / "test.db", timeout=10)
+    try:
+        conn.execute("INSERT INTO users (name, status) VALUES (?, 'active')", (name,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_the_tailer_on_every_transport(tmp_path: Path, transport: str) -> None:
+    app = installed_app(tmp_path, change_feed=True)
+    with trio.fail_after(20):
+        async with serving(app) as url, client(url) as watcher, client(url) as writer:
+            reply = await watcher.request("subscribe", "users", schema="public")
+            assert reply["data"]["seq"] == 0 and reply["data"]["epoch"]
+            created = await writer.request("create", "users", data={"name": "In"})
+            note = await watcher.recv()
+            assert (note["change"], note["seq"], note["data"]) == ("added", 1, created["data"])
+            await trio.to_thread.run_sync(outside_insert, tmp_path, "Out")
+            note = await watcher.recv()
+            assert (note["change"], note["seq"], note["data"]["name"]) == ("added", 2, "Out")
+
+
+async def test_without_change_feed_nothing_changes(tmp_path: Path) -> None:
+    """The default: even with the log installed, replies and notifications are as before
+    and plain SQL is not notified."""
+    app = installed_app(tmp_path)
+    assert app.change_feed is False
+    with trio.fail_after(20):
+        async with serving(app) as url, client(url) as watcher, client(url) as writer:
+            reply = await watcher.request("subscribe", "users", schema="public")
+            assert set(reply["data"]) == {"subscription_id", "schema", "entity"}
+            await trio.to_thread.run_sync(outside_insert, tmp_path, "Out")
+            created = await writer.request("create", "users", data={"name": "In"})
+            note = await watcher.recv()
+            assert "seq" not in note and "change" not in note
+            assert note["data"] == created["data"]
+            with trio.move_on_after(0.3) as waited:
+                await watcher.recv()
+            assert waited.cancelled_caught
+
+
+async def test_change_feed_without_the_log_fails_at_start(tmp_path: Path) -> None:
+    app = demo_app(tmp_path)
+    app.change_feed = True
+    with pytest.raises(BaseException) as raised:
+        async with serving(app):
+            pass
+    found: list[BaseException] = [raised.value]
+    while isinstance(found[-1], BaseExceptionGroup):
+        found.append(found[-1].exceptions[0])
+    assert isinstance(found[-1], ChangeFeedUnavailable)
+    assert "wsspec changelog install" in str(found[-1])
