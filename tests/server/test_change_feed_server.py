@@ -215,7 +215,9 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
     if not dsn:
         pytest.skip("WSSPEC_TEST_POSTGRES_DSN is not set")
     try:
-        admin = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+        admin = psycopg.connect(
+            dsn, autocommit=True, connect_timeout=5, application_name="wsspec-test"
+        )
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL is unreachable: {type(exc).__name__}")
     schema = f"wsspec_test_{uuid.uuid4().hex[:12]}"
@@ -239,6 +241,57 @@ def test_two_servers_on_one_postgresql_database(tmp_path: Path) -> None:
                     c.execute(statement)
 
         check_two_servers(tmp_path, db, plain_sql)
+
+
+@pytest.mark.postgres
+def test_killed_database_connections_lose_nothing(tmp_path: Path) -> None:
+    """Every connection the servers hold (the LISTEN one, the tailer's, the lanes') is
+    killed with pg_terminate_backend, with and without writes in between: the tailers
+    reconnect and catch up, and every change reaches the subscriber once, in order."""
+    dsn = os.environ.get("WSSPEC_TEST_POSTGRES_DSN", "")
+    with postgres_schema() as (db, schema):
+        install(tmp_path, db)
+        outside = psycopg.connect(
+            dsn,
+            autocommit=True,
+            options=f"-c search_path={schema}",
+            application_name="wsspec-test",
+        )
+
+        def kill_the_servers_connections() -> int:
+            killed = outside.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND backend_type = 'client backend'"
+                " AND application_name <> 'wsspec-test'"
+            ).fetchone()
+            assert killed is not None
+            return int(killed[0])
+
+        try:
+            with servers(tmp_path, db) as (a, b):
+                watcher = Client(b.url)
+                try:
+                    watcher.request("subscribe")
+                    seq = 0
+                    for round_ in range(3):
+                        assert kill_the_servers_connections() >= 2  # LISTEN + tailer, each
+                        if round_ == 1:
+                            time.sleep(0.5)  # reconnected meanwhile, or still backing off
+                        for name in (f"k{round_}a", f"k{round_}b"):
+                            outside.execute("INSERT INTO users (name) VALUES (%s)", (name,))
+                        for name in (f"k{round_}a", f"k{round_}b"):
+                            seq += 1
+                            note = watcher.recv(timeout=10)
+                            assert notified(note, "added", seq)["name"] == name
+                    watcher.nothing_more(0.5)
+                finally:
+                    watcher.close()
+            for server in (a, b):
+                assert "reading the change log failed" in server.stderr or (
+                    "LISTEN connection failed" in server.stderr
+                ), server.stderr
+        finally:
+            outside.close()
 
 
 def test_serve_change_feed_without_the_log_fails_at_start(tmp_path: Path) -> None:

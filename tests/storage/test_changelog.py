@@ -335,3 +335,30 @@ def test_install_from_several_processes_at_once(log: LogDb, tmp_path: Path) -> N
     with log.outside() as conn:
         log.sql(conn, "INSERT INTO tbl_tags (slug) VALUES ('once')")
     assert len(log.changes()) == 1
+
+
+@pytest.mark.postgres
+def test_a_committed_change_notifies_the_channel_once_without_payload() -> None:
+    """PostgreSQL: the row trigger's ``pg_notify`` wakes a ``LISTEN`` at commit: one
+    payload-free notification per transaction, none for a rolled-back one."""
+    import psycopg
+
+    log = LogDb("postgres", Path("."))
+    try:
+        with (
+            psycopg.connect(log.dsn, autocommit=True) as listener,
+            log.outside() as conn,
+        ):
+            listener.execute(f"LISTEN {changelog.NOTIFY_CHANNEL}")
+            conn.execute("BEGIN")
+            for name in ("a", "b", "c"):
+                log.sql(conn, "INSERT INTO tbl_users (name, status) VALUES (?, 's')", name)
+            conn.execute("UPDATE tbl_users SET name = 'x'")
+            conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            conn.execute("DELETE FROM tbl_users")
+            conn.execute("ROLLBACK")
+            received = list(listener.notifies(timeout=0.5))
+        assert [(n.channel, n.payload) for n in received] == [(changelog.NOTIFY_CHANNEL, "")]
+    finally:
+        log.close()

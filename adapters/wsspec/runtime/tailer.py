@@ -277,6 +277,8 @@ class Tailer:
 
         params = dict(self.database.connect_params)
         params.pop("prefer_psycopg3", None)
+        # Named, so an operator can tell it in pg_stat_activity.
+        params.setdefault("application_name", "wsspec-tailer-listen")
         backoff = BACKOFF_FIRST
         while not self._stopping.is_set():
             try:
