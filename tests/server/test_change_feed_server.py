@@ -27,7 +27,7 @@ import trio
 from websockets.sync.client import ClientConnection, connect
 from wsserver_support import client, demo_app, serving
 from wsspec import App
-from wsspec.runtime import ChangeFeedUnavailable
+from wsspec.runtime import ChangeFeedUnavailable, Tailer
 from wsspec.storage.peewee import PeeweeStorage, changelog
 
 WSSPEC = str(Path(sys.executable).with_name("wsspec"))
@@ -373,3 +373,27 @@ async def test_change_feed_without_the_log_fails_at_start(tmp_path: Path) -> Non
         found.append(found[-1].exceptions[0])
     assert isinstance(found[-1], ChangeFeedUnavailable)
     assert "wsspec changelog install" in str(found[-1])
+
+
+def test_a_tailer_behind_the_retention_says_what_was_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Driven by hand, without a loop: entries trimmed before the tailer read them are
+    reported as lost (an ERROR), and it goes on from the log's oldest entry."""
+    app = installed_app(tmp_path)
+    storage = app.storage
+    assert isinstance(storage, PeeweeStorage)
+    delivered: list[tuple[str, tuple[Any, ...], int]] = []
+    tailer = Tailer(storage, lambda *batch: delivered.append(batch))
+    tailer.epoch, tailer.position = tailer._start_position()
+    for name in "abcde":
+        outside_insert(tmp_path, name)
+    with storage.database.connection_context():
+        assert changelog.trim(storage.database, keep_last=2, older_than=None) == 3
+    try:
+        tailer._catch_up(lambda function, argument: function(argument))
+    finally:
+        storage.close()
+    assert [(e.seq, e.new["name"]) for e in delivered[0][1]] == [(4, "d"), (5, "e")]
+    assert delivered[0][2] == 5 and tailer.position == 5
+    assert "changes after seq 0 up to 3 were trimmed" in caplog.text

@@ -222,7 +222,7 @@ class Tailer:
         database = self.database
         self.storage._connection()  # set up (SQLite pragmas), reopened if it broke
         while not self._stopping.is_set():
-            epoch = changelog.epoch(database)
+            epoch, trimmed = changelog.epoch_and_trimmed_through(database)
             if epoch != self.epoch:
                 logger.warning(
                     "change feed: the change log's epoch changed from %r to %r (it was "
@@ -231,6 +231,15 @@ class Tailer:
                     epoch,
                 )
                 self.epoch, self.position = epoch, 0
+            elif self.position < trimmed:
+                # Never silently: the entries are gone, subscribers cannot get them.
+                logger.error(
+                    "change feed: this server fell behind the log's retention: changes "
+                    "after seq %d up to %d were trimmed before it read them, and its "
+                    "subscribers missed them",
+                    self.position,
+                    trimmed,
+                )
             found = changelog.read_changes(
                 database, self.position, TAILER_BATCH, models=self._models
             )

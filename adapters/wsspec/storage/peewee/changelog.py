@@ -256,6 +256,16 @@ def trimmed_through(database: peewee.Database) -> int:
     return int(_meta(database).get("trimmed_through", "0"))
 
 
+def epoch_and_trimmed_through(database: peewee.Database) -> tuple[str, int]:
+    """:func:`epoch` and :func:`trimmed_through` in one query: what a tailer checks before
+    each read. :class:`ChangelogNotInstalled` when there is no log."""
+    meta = _meta(database)
+    found = meta.get("epoch")
+    if found is None:
+        raise ChangelogNotInstalled("the change log is not installed")
+    return found, int(meta.get("trimmed_through", "0"))
+
+
 def status(database: peewee.Database) -> ChangelogStatus:
     """The epoch, version, positions, size and logged tables of the log."""
     try:
