@@ -294,6 +294,63 @@ def test_killed_database_connections_lose_nothing(tmp_path: Path) -> None:
             outside.close()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_server_killed_mid_write_costs_the_other_nothing(tmp_path: Path, kind: str) -> None:
+    """Server A is SIGKILLed while a client streams creates into it; server B's subscriber
+    has received, exactly once and in order, every change the database committed (what A
+    committed before dying, and plain SQL after)."""
+    with contextlib.ExitStack() as stack:
+        if kind == "sqlite":
+            db = "sqlite:///app.db"
+            database: Any = PeeweeStorage.from_url(f"sqlite:///{tmp_path / 'app.db'}").database
+        else:
+            db, _ = stack.enter_context(postgres_schema())
+            database = PeeweeStorage.from_url(db).database
+            stack.callback(database.close_all)  # its pool, before the schema goes
+        install(tmp_path, db)
+        with servers(tmp_path, db) as (a, b):
+            watcher = Client(b.url)
+            stack.callback(watcher.close)
+            watcher.request("subscribe")
+            writer = Client(a.url)
+            sent = 0
+
+            def stream() -> None:
+                nonlocal sent
+                with contextlib.suppress(Exception):  # A dies under it
+                    while True:
+                        writer.ws.send(
+                            json.dumps(
+                                {
+                                    "id": str(sent),
+                                    "type": "request",
+                                    "operation": "create",
+                                    "entity": "users",
+                                    "data": {"name": f"w{sent}"},
+                                }
+                            )
+                        )
+                        sent += 1
+                        writer.recv(timeout=5)
+
+            streamer = threading.Thread(target=stream, daemon=True)
+            streamer.start()
+            time.sleep(0.5)
+            os.kill(a.process.pid, signal.SIGKILL)
+            a.process.wait(10)
+            streamer.join(10)
+            with contextlib.suppress(Exception):
+                writer.close()
+            with database.connection_context():
+                database.execute_sql("INSERT INTO users (name) VALUES ('after')")
+                logged = changelog.read_changes(database, 0, 100_000)
+            assert len(logged) > 3 and logged[-1].new is not None
+            assert logged[-1].new["name"] == "after"
+            seen = [watcher.recv(timeout=10)["seq"] for _ in logged]
+            assert seen == [entry.seq for entry in logged]
+            watcher.nothing_more(0.3)
+
+
 def test_serve_change_feed_without_the_log_fails_at_start(tmp_path: Path) -> None:
     done = subprocess.run(
         [WSSPEC, "serve", APP, "--db", "sqlite:///app.db", "--port", "0", "--change-feed"],
