@@ -351,9 +351,11 @@ def test_a_server_killed_mid_write_costs_the_other_nothing(tmp_path: Path, kind:
             watcher.nothing_more(0.3)
 
 
-def test_serve_change_feed_without_the_log_fails_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["trio", "uvicorn", "hypercorn"])
+def test_serve_change_feed_without_the_log_fails_at_start(tmp_path: Path, server: str) -> None:
+    command = [WSSPEC, "serve", APP, "--db", "sqlite:///app.db", "--port", "0"]
     done = subprocess.run(
-        [WSSPEC, "serve", APP, "--db", "sqlite:///app.db", "--port", "0", "--change-feed"],
+        [*command, "--change-feed", "--server", server],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -442,7 +444,7 @@ def test_a_tailer_behind_the_retention_says_what_was_lost(
     assert isinstance(storage, PeeweeStorage)
     delivered: list[tuple[str, tuple[Any, ...], int]] = []
     tailer = Tailer(storage, lambda *batch: delivered.append(batch))
-    tailer.epoch, tailer.position = tailer._start_position()
+    tailer.epoch, tailer.position = tailer.start_position()
     for name in "abcde":
         outside_insert(tmp_path, name)
     with storage.database.connection_context():

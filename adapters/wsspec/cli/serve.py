@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     app = load_app(args.target, args.db)
     if args.change_feed:
         app.change_feed = True
+        _check_change_log(app)
     try:
         return run_app(app, name="serve", args=args)
     except BaseException as exc:
@@ -65,6 +66,18 @@ def run(args: argparse.Namespace) -> int:
         if unavailable is None:
             raise
         raise SystemExit(f"wsspec serve: {unavailable}") from None
+
+
+def _check_change_log(app: Any) -> None:
+    """Before any server starts (uvicorn and hypercorn would report a failed start-up as a
+    lifespan error): the storage has a change log, or exit with what to run."""
+    from ..runtime import ChangeFeedUnavailable, Tailer
+
+    try:
+        tailer = Tailer(app.storage, lambda *batch: None)
+        tailer.start_position()
+    except ChangeFeedUnavailable as exc:
+        raise SystemExit(f"wsspec serve: {exc}") from None
 
 
 def _change_feed_unavailable(exc: BaseException) -> BaseException | None:

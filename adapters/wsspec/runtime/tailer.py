@@ -106,7 +106,7 @@ class Tailer:
         """Read the log's start position, hand it over, report started; then tail until
         cancelled. Raises :class:`ChangeFeedUnavailable` at start if there is no log."""
         schedule = current_scheduler()
-        epoch, end = await anyio.to_thread.run_sync(self._start_position)
+        epoch, end = await anyio.to_thread.run_sync(self.start_position)
         self.epoch, self.position = epoch, end
         self._deliver_to_engine(epoch, (), end)
         self._threads.append(
@@ -142,8 +142,9 @@ class Tailer:
 
     # --- the tailer thread -----------------------------------------------------------------
 
-    def _start_position(self) -> tuple[str, int]:
-        """In a worker thread: the epoch and the log's end."""
+    def start_position(self) -> tuple[str, int]:
+        """The log's epoch and end, read on the calling thread (blocking; the server calls
+        it in a worker thread). :class:`ChangeFeedUnavailable` without a log."""
         changelog = self._changelog
         try:
             self.storage._connection()
