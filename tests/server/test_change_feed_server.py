@@ -456,3 +456,33 @@ def test_a_tailer_behind_the_retention_says_what_was_lost(
     assert [(e.seq, e.new["name"]) for e in delivered[0][1]] == [(4, "d"), (5, "e")]
     assert delivered[0][2] == 5 and tailer.position == 5
     assert "changes after seq 0 up to 3 were trimmed" in caplog.text
+
+
+def test_a_reset_log_is_followed_under_its_new_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Driven by hand: after ``uninstall`` + ``install`` (a new epoch, seq from 1 again) the
+    tailer logs the reset and hands over the new log from its start, under the new epoch."""
+    app = installed_app(tmp_path)
+    storage = app.storage
+    assert isinstance(storage, PeeweeStorage)
+    delivered: list[tuple[str, tuple[Any, ...], int]] = []
+    tailer = Tailer(storage, lambda *batch: delivered.append(batch))
+    tailer.epoch, tailer.position = tailer.start_position()
+    old_epoch = tailer.epoch
+    try:
+        outside_insert(tmp_path, "old")
+        tailer._catch_up(lambda function, argument: function(argument))
+        assert tailer.position == 1
+        with storage.database.connection_context():
+            changelog.uninstall(storage.database)
+            new_epoch = changelog.install(storage.database, storage.models().values())
+        outside_insert(tmp_path, "new")
+        tailer._catch_up(lambda function, argument: function(argument))
+    finally:
+        storage.close()
+    assert new_epoch != old_epoch
+    epoch, entries, through = delivered[-1]
+    assert (epoch, through) == (new_epoch, 1)
+    assert [(e.seq, e.new["name"]) for e in entries] == [(1, "new")]
+    assert "epoch changed" in caplog.text
