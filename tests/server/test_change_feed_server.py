@@ -87,8 +87,9 @@ def servers(cwd: Path, db: str, count: int = 2) -> Iterator[list[Server]]:
             started.append(Server(cwd, db))
         yield started
     finally:
-        for server in started:
-            server.stop()
+        with contextlib.ExitStack() as stopping:  # every one stopped, whatever fails
+            for server in started:
+                stopping.callback(server.stop)
         for server in started:
             assert "Traceback" not in server.stderr, server.stderr
 
