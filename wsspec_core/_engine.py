@@ -846,11 +846,29 @@ class Engine:
         except Exception as exc:  # a value of a type its column does not have
             self._log(LOG_ERROR, f"{entity.qualified_name} change not routable ({exc!r}): {row!r}")
             return
-        if not subscriptions:
-            return
+        if subscriptions:
+            data = dict(row)  # one copy for all: after-hooks may change the response's row
+            self._deliver(
+                entity,
+                operation,
+                [(subscription, data, None) for subscription in subscriptions],
+                seq=None,
+                what=f"{entity.qualified_name} {operation.value}",
+            )
+
+    def _deliver(
+        self,
+        entity: Entity,
+        operation: Operation,
+        deliveries: list[tuple[Subscription, Row | None, str | None]],
+        *,
+        seq: int | None,
+        what: str,
+    ) -> None:
+        """Send each ``(subscription, data, change)`` its notification of one change, in
+        order; a row the codec cannot write is logged and not notified to anyone."""
         timestamp = self._timestamp()
-        data = dict(row)  # one copy for all: after-hooks may change the response's row
-        for subscription in subscriptions:
+        for subscription, data, change in deliveries:
             conn = self._connections.get(subscription.connection_id)
             if conn is None or conn.state is not ConnState.OPEN:
                 continue
@@ -861,15 +879,13 @@ class Engine:
                 entity=entity.name,
                 data=data,
                 timestamp=timestamp,
+                seq=seq,
+                change=change,
             )
             try:
                 frame = encode(notification)
             except Exception as exc:
-                self._log(
-                    LOG_ERROR,
-                    f"{entity.qualified_name} {operation.value} not notified: its row cannot "
-                    f"be encoded ({exc})",
-                )
+                self._log(LOG_ERROR, f"{what} not notified: its row cannot be encoded ({exc})")
                 return
             self._pipeline.notify(conn, frame)
 
@@ -1005,34 +1021,19 @@ class Engine:
             effects.extend((subscription, CHANGE_ADDED) for subscription in added)
             if before:
                 effects.sort(key=lambda effect: effect[0].sequence)
-        timestamp = self._timestamp()
         # One copy of each row for all: the rows are not shared with anyone who may change them.
         old_data = dict(old) if old is not None else None
         new_data = dict(new) if new is not None else None
-        for subscription, change in effects:
-            conn = self._connections.get(subscription.connection_id)
-            if conn is None or conn.state is not ConnState.OPEN:
-                continue
-            notification = Notification(
-                operation=operation,
-                subscription_id=subscription.id,
-                schema=entity.schema,
-                entity=entity.name,
-                data=old_data if change == CHANGE_REMOVED else new_data,
-                timestamp=timestamp,
-                seq=seq,
-                change=change,
-            )
-            try:
-                frame = encode(notification)
-            except Exception as exc:
-                self._log(
-                    LOG_ERROR,
-                    f"change log entry {seq} ({entity.qualified_name} {operation.value}) not "
-                    f"notified: its row cannot be encoded ({exc})",
-                )
-                return
-            self._pipeline.notify(conn, frame)
+        self._deliver(
+            entity,
+            operation,
+            [
+                (subscription, old_data if change == CHANGE_REMOVED else new_data, change)
+                for subscription, change in effects
+            ],
+            seq=seq,
+            what=f"change log entry {seq} ({entity.qualified_name} {operation.value})",
+        )
 
     _HANDLERS: dict[type, Callable[[Engine, Any], None]] = {
         ConnectionOpened: _on_opened,
