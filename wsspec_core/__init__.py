@@ -52,7 +52,6 @@ from ._events import (
     FramesWritten,
     HooksCompleted,
     HooksFailed,
-    LogEntry,
     MessageReceived,
     PongReceived,
     ShutdownRequested,
@@ -88,6 +87,7 @@ from ._messages import (
     QueryOptions,
     Request,
     Response,
+    ResumePosition,
     SortSpec,
     Subscribe,
     Unsubscribe,
@@ -108,6 +108,7 @@ from ._query import (
     Filters,
     InvalidRequest,
     ListResult,
+    LogEntry,
     Operator,
     Preload,
     ReadList,
@@ -119,7 +120,10 @@ from ._query import (
     StorageErrorKind,
     StorageFailure,
     StorageOperation,
+    SubscribeRead,
+    SubscribeReadResult,
     Update,
+    resumable,
 )
 
 __all__ = [
@@ -187,6 +191,7 @@ __all__ = [
     "RequestInfo",
     "ResolutionError",
     "Response",
+    "ResumePosition",
     "ResumeReading",
     "Row",
     "RunHooks",
@@ -204,6 +209,8 @@ __all__ = [
     "StorageFailure",
     "StorageOperation",
     "Subscribe",
+    "SubscribeRead",
+    "SubscribeReadResult",
     "TimePassed",
     "Unsubscribe",
     "Update",
@@ -224,5 +231,6 @@ __all__ = [
     "like_pattern",
     "make_converter",
     "matches",
+    "resumable",
     "run_hooks_sync",
 ]

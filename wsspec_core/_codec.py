@@ -51,6 +51,7 @@ from ._messages import (
     RecordId,
     Request,
     Response,
+    ResumePosition,
     SortSpec,
     Subscribe,
     Unsubscribe,
@@ -388,7 +389,38 @@ def _decode_subscribe(
         options = _read_options(obj.get("options"), options_cache)
     except _Invalid as problem:
         return _error(message_id, problem.code, problem.message, (schema, entity))
-    return Subscribe(id=message_id, entity=entity, schema=schema, options=options)
+    snapshot = obj.get("snapshot")
+    if snapshot is not None and not isinstance(snapshot, bool):
+        return _error(message_id, "invalid_message", "snapshot must be true or false")
+    raw_resume = obj.get("resume")
+    resume = None
+    if raw_resume is not None:
+        resume = _read_resume(raw_resume)
+        if resume is None:
+            return _error(
+                message_id,
+                "invalid_message",
+                "resume must be an object {epoch: string, seq: non-negative integer}",
+            )
+    return Subscribe(
+        id=message_id,
+        entity=entity,
+        schema=schema,
+        options=options,
+        snapshot=snapshot is True,
+        resume=resume,
+    )
+
+
+def _read_resume(value: object) -> ResumePosition | None:
+    """``{"epoch": str, "seq": int >= 0}``, or ``None`` when it is not that."""
+    if not isinstance(value, dict):
+        return None
+    epoch = value.get("epoch")
+    seq = _integral(value.get("seq"))
+    if not isinstance(epoch, str) or seq is None or seq < 0 or seq > _MAX_INT:
+        return None
+    return ResumePosition(epoch=epoch, seq=seq)
 
 
 def _decode_unsubscribe(obj: dict[str, Any], message_id: MessageId) -> Unsubscribe | DecodeError:

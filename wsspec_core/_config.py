@@ -84,6 +84,12 @@ class Limits:
     #: ``outbound_queue - requests_read_ahead``, so the replies owed to the requests
     #: already read always fit: a client that reads what it is sent is never closed.
     outbound_queue: int = attrs.field(default=1024, validator=_positive)
+    #: Changes a ``resume`` may replay (PROTOCOL.md "Change feed"): a client further
+    #: behind gets ``recovered: false`` and refreshes its state, which costs one read
+    #: instead of a burst of notifications it would apply one by one. Also the most live
+    #: changes kept for one subscription while its snapshot or replay is read; more fail
+    #: that subscribe with ``subscribe_error`` (try again).
+    max_replay: int = attrs.field(default=10_000, validator=_positive)
     #: Seconds of silence before the engine sends a keepalive ping, or ``None``.
     keepalive_interval: float | None = attrs.field(default=30.0, validator=_positive_or_none)
     #: Seconds to wait for the pong before closing the connection with 1011.

@@ -78,7 +78,6 @@ from ._events import (
     FramesWritten,
     HooksCompleted,
     HooksFailed,
-    LogEntry,
     MessageReceived,
     PongReceived,
     ShutdownRequested,
@@ -86,7 +85,7 @@ from ._events import (
     StorageFailed,
     TimePassed,
 )
-from ._filters import compile_filters
+from ._filters import compile_filters, matches
 from ._hooks import OPERATION_HOOKS, HookContext, HookRegistry, HookType
 from ._messages import (
     CHANGE_ADDED,
@@ -106,9 +105,19 @@ from ._messages import (
     Subscribe,
     Unsubscribe,
 )
-from ._options import coerce_change_row
+from ._options import coerce_change_row, compile_read
 from ._pipeline import PENDING_PONG, Connection, ConnState, Pipeline, Run, RunKind
-from ._query import InvalidRequest, ListResult, ReadList, Row, StorageOperation
+from ._query import (
+    InvalidRequest,
+    ListResult,
+    LogEntry,
+    ReadList,
+    Row,
+    StorageOperation,
+    SubscribeRead,
+    SubscribeReadResult,
+    resumable,
+)
 from ._requests import (
     STORAGE_ERROR_CODES,
     RequestCompiler,
@@ -171,6 +180,9 @@ class Engine:
         self._subscriptions = SubscriptionIndex()
         self._next_id = 0
         self._storage_pending: dict[int, Run] = {}
+        #: Subscriptions with ``snapshot`` or ``resume`` between their start and their
+        #: reply, by id: their live notifications are kept until the reply goes out.
+        self._starting: dict[str, _Start] = {}
         self._hooks_pending: dict[int, tuple[Run | None, HookContext, _Continuation]] = {}
         #: The actions of the event being handled; the pipeline appends to the same list.
         self._out: list[Action] = []
@@ -297,6 +309,7 @@ class Engine:
         conn.state = ConnState.CLOSING
         for subscription_id in list(conn.subscriptions):
             self._subscriptions.remove(subscription_id)
+            self._starting.pop(subscription_id, None)
         conn.subscriptions.clear()
         self._pipeline.abandon(conn)
 
@@ -420,6 +433,20 @@ class Engine:
         if not self._rate_limit.allows(conn, self._now):
             return self._answered(
                 conn, message.id, ErrorInfo(code="rate_limited", message="too many requests")
+            )
+        if (
+            isinstance(message, Subscribe)
+            and (message.snapshot or message.resume is not None)
+            and not self._change_feed
+        ):
+            return self._answered(
+                conn,
+                message.id,
+                ErrorInfo(
+                    code="change_feed_required",
+                    message="snapshot and resume need the server's change feed "
+                    "(wsspec serve --change-feed)",
+                ),
             )
         try:
             return self._compiler.compile(conn, message)
@@ -714,6 +741,9 @@ class Engine:
 
     def _on_storage_completed(self, event: StorageCompleted) -> None:
         run = self._storage_pending.pop(event.operation_id)
+        if run.kind is RunKind.EXCLUSIVE and isinstance(run.message, Subscribe):
+            self._subscribe_read(run, event.result)
+            return
         assert isinstance(run.message, Request) and run.entity is not None
         operation = run.message.operation
         entity = run.entity
@@ -776,6 +806,9 @@ class Engine:
 
     def _on_storage_failed(self, event: StorageFailed) -> None:
         run = self._storage_pending.pop(event.operation_id)
+        if isinstance(run.message, Subscribe):
+            self._abandon_start(run, ErrorInfo(code="subscribe_error", message=event.error.message))
+            return
         assert isinstance(run.message, Request)
         self._fail(run, storage_error(run.message.operation, event.error))
 
@@ -815,6 +848,11 @@ class Engine:
             "schema": run.entity.schema,
             "entity": run.entity.name,
         }
+        message = run.message
+        assert isinstance(message, Subscribe)
+        if message.snapshot or message.resume is not None:
+            self._start_subscription(run, subscription, message)
+            return
 
         def activate() -> None:
             # Live from the moment its acknowledgement goes out, not before: a client
@@ -837,6 +875,233 @@ class Engine:
             self._subscriptions.remove(subscription_id)
         run.result = {"unsubscribed": True, "subscription_id": subscription_id}
         self._run_hooks(run, HookType.AFTER_UNSUBSCRIBE, lambda: self._succeed(run, run.result))
+
+    # --- snapshot and resume (PROTOCOL.md "Change feed") ------------------------------
+
+    def _start_subscription(self, run: Run, subscription: Subscription, message: Subscribe) -> None:
+        """Start a subscription with ``snapshot`` or ``resume``: it is routed to from now,
+        its notifications kept (:class:`_Start`) until its reply, while the storage reads
+        the rows or missed changes in one database snapshot. The reply's position then
+        decides which kept notifications follow the rows or the replay (docs/core.md
+        "Snapshot and resume")."""
+        conn = run.conn
+        if self._epoch is None:
+            self._fail(
+                run,
+                ErrorInfo(
+                    code="subscribe_error",
+                    message="the server has not read the change log yet; subscribe again",
+                ),
+            )
+            return
+        assert run.entity is not None
+        snapshot: ReadList | None = None
+        if message.snapshot:
+            try:
+                snapshot = compile_read(run.entity, run.options, self.registry, self.limits)
+            except InvalidRequest as exc:
+                self._fail(run, exc.error)
+                return
+            except Exception as exc:  # only hooks can make options no client could send
+                self._hook_broke(run, f"hooks left options that cannot be used: {exc!r}")
+                return
+        start = _Start(subscription, self._epoch, self._position)
+        self._starting[subscription.id] = start
+        self._subscriptions.add(subscription)
+        conn.subscriptions[subscription.id] = subscription
+        resume = message.resume
+        if resume is not None and resume.epoch == self._epoch and resume.seq == self._position:
+            # The client is exactly where this server is: nothing to read, nothing missed.
+            self._started(
+                run, start, recovered=True, after=resume.seq, through=resume.seq, entries=()
+            )
+            return
+        operation = SubscribeRead(
+            entity=run.entity,
+            snapshot=snapshot,
+            resume=resume,
+            replay_limit=self.limits.max_replay,
+        )
+        run.key = operation
+        self._next_id += 1
+        self._storage_pending[self._next_id] = run
+        self._out.append(
+            RunStorage(operation_id=self._next_id, operation=operation, request_id=message.id)
+        )
+
+    def _subscribe_read(self, run: Run, result: Any) -> None:
+        """The storage read of a starting subscription is in: decide ``recovered``."""
+        assert isinstance(run.message, Subscribe) and run.subscription_id is not None
+        start = self._starting.get(run.subscription_id)
+        if start is None or run.conn.state is not ConnState.OPEN:
+            return  # the client left meanwhile (_drop forgot the start)
+        message = run.message
+        operation = run.key
+        assert isinstance(operation, SubscribeRead)
+        problem = None
+        if not isinstance(result, SubscribeReadResult):
+            problem = f"storage returned {type(result).__name__}, not a SubscribeReadResult"
+        elif result.seq < start.position:
+            # The read's snapshot predates changes this server already routed: a backend
+            # that does not read in one snapshot, or another database.
+            problem = f"storage read seq {result.seq}, behind the routed position {start.position}"
+        if problem is not None:
+            self._log(LOG_ERROR, f"subscribe {message.id!r}: {problem}")
+            self._abandon_start(
+                run, ErrorInfo(code="subscribe_error", message="internal storage error")
+            )
+            return
+        assert isinstance(result, SubscribeReadResult)
+        if result.epoch != start.epoch:
+            self._abandon_start(run, _LOG_RESET)
+            return
+        resume = message.resume
+        entries = result.entries
+        recovered = (
+            resume is not None
+            and entries is not None
+            and len(entries) <= self.limits.max_replay
+            and resumable(resume, result.epoch, result.trimmed_through, result.seq)
+        )
+        rows: ListResult | None = None
+        if message.snapshot and not recovered:
+            rows = result.rows
+            problem = (
+                "no rows for a snapshot"
+                if rows is None or operation.snapshot is None
+                else result_problem(operation.snapshot, rows)
+            )
+            if problem is not None:
+                self._log(LOG_ERROR, f"subscribe {message.id!r}: storage returned {problem}")
+                self._abandon_start(
+                    run, ErrorInfo(code="subscribe_error", message="internal storage error")
+                )
+                return
+        if recovered:
+            assert resume is not None and entries is not None
+            self._started(
+                run, start, recovered=True, after=resume.seq, through=result.seq, entries=entries
+            )
+        else:
+            self._started(
+                run,
+                start,
+                recovered=False if resume is not None else None,
+                after=result.seq,
+                through=result.seq,
+                rows=rows,
+            )
+
+    def _started(
+        self,
+        run: Run,
+        start: _Start,
+        *,
+        recovered: bool | None,
+        after: int,
+        through: int,
+        entries: tuple[LogEntry, ...] = (),
+        rows: ListResult | None = None,
+    ) -> None:
+        """The read is in: the subscription receives exactly the matching changes after
+        ``after``: the replayed ``entries`` (those up to ``through``, the read's end),
+        then the live ones after ``through``. The rows go in the reply before the
+        after-subscribe hooks (they may redact them), the position after them (they
+        cannot change it)."""
+        start.frames = self._replay_frames(start.subscription, entries)
+        start.live_after = through
+        result = run.result
+        assert isinstance(result, dict)
+        if rows is not None:
+            result["rows"] = rows.rows
+            result["total"] = rows.total
+
+        def activate() -> None:
+            subscription = start.subscription
+            if subscription.id not in self._starting:
+                return  # the client left while the hooks ran
+            if start.epoch != self._epoch:
+                self._abandon_start(run, _LOG_RESET)
+                return
+            if start.overflowed:
+                self._abandon_start(run, _START_OVERFLOW)
+                return
+            reply = run.result
+            if isinstance(reply, dict):
+                reply = {**reply, "epoch": start.epoch, "seq": after}
+                if recovered is not None:
+                    reply["recovered"] = recovered
+            frames = start.frames
+            frames.extend(frame for seq, frame in start.kept if seq > through)
+            start.frames, start.kept = [], []
+            if self._position >= through:
+                del self._starting[subscription.id]
+            else:
+                # The read went beyond this server's position: the changes up to its end
+                # will still arrive live, and are in the rows or the replay already.
+                start.live = True
+            # Held until the reply has gone out, then sent right behind it.
+            self._pipeline.hold_burst(run, frames)
+            self._succeed(run, reply)
+
+        self._run_hooks(run, HookType.AFTER_SUBSCRIBE, activate)
+
+    def _abandon_start(self, run: Run, error: ErrorInfo) -> None:
+        """A starting subscription cannot be answered as asked: forget it, answer ``error``."""
+        subscription_id = run.subscription_id
+        if subscription_id is not None and self._starting.pop(subscription_id, None) is not None:
+            self._subscriptions.remove(subscription_id)
+            run.conn.subscriptions.pop(subscription_id, None)
+        if run.conn.state is ConnState.OPEN:
+            self._fail(run, error)
+
+    def _replay_frames(
+        self, subscription: Subscription, entries: tuple[LogEntry, ...]
+    ) -> list[str]:
+        """The notifications of replayed log entries for one subscription, by the rules of
+        live ones (``_route_change``): its filters on the rows before and after."""
+        frames: list[str] = []
+        if not entries:
+            return frames
+        timestamp = self._timestamp()
+        filters = subscription.filters
+        for entry in entries:
+            change = self._entry_change(entry)
+            if change is None:
+                continue
+            entity, seq, operation, old, new = change
+            if entity is not subscription.entity:
+                self._log(
+                    LOG_WARNING,
+                    f"replayed change log entry {seq} skipped: it is of "
+                    f"{entity.qualified_name}, not {subscription.entity.qualified_name}",
+                )
+                continue
+            try:
+                before = old is not None and matches(filters, old)
+                after = new is not None and matches(filters, new)
+            except Exception as exc:
+                self._log(LOG_ERROR, f"replayed change log entry {seq} not routable ({exc!r})")
+                continue
+            if before:
+                effect, data = (CHANGE_MODIFIED, new) if after else (CHANGE_REMOVED, old)
+            elif after:
+                effect, data = CHANGE_ADDED, new
+            else:
+                continue
+            try:
+                frames.append(
+                    self._notification_frame(
+                        entity, operation, subscription, data, effect, seq, timestamp
+                    )
+                )
+            except Exception as exc:
+                self._log(
+                    LOG_ERROR,
+                    f"replayed change log entry {seq} not notified: its row cannot be "
+                    f"encoded ({exc})",
+                )
+        return frames
 
     # --- notifications -----------------------------------------------------------
 
@@ -868,11 +1133,41 @@ class Engine:
         """Send each ``(subscription, data, change)`` its notification of one change, in
         order; a row the codec cannot write is logged and not notified to anyone."""
         timestamp = self._timestamp()
+        starting = self._starting
         for subscription, data, change in deliveries:
             conn = self._connections.get(subscription.connection_id)
             if conn is None or conn.state is not ConnState.OPEN:
                 continue
-            notification = Notification(
+            try:
+                frame = self._notification_frame(
+                    entity, operation, subscription, data, change, seq, timestamp
+                )
+            except Exception as exc:
+                self._log(LOG_ERROR, f"{what} not notified: its row cannot be encoded ({exc})")
+                return
+            if starting:
+                start = starting.get(subscription.id)
+                if start is not None:
+                    assert seq is not None  # only a change feed starts subscriptions
+                    if not start.live:
+                        start.keep(seq, frame, self.limits.max_replay)
+                        continue
+                    if seq <= start.live_after:
+                        continue  # in its snapshot or replay already
+            self._pipeline.notify(conn, frame)
+
+    @staticmethod
+    def _notification_frame(
+        entity: Entity,
+        operation: Operation,
+        subscription: Subscription,
+        data: Row | None,
+        change: str | None,
+        seq: int | None,
+        timestamp: str,
+    ) -> str:
+        return encode(
+            Notification(
                 operation=operation,
                 subscription_id=subscription.id,
                 schema=entity.schema,
@@ -882,12 +1177,7 @@ class Engine:
                 seq=seq,
                 change=change,
             )
-            try:
-                frame = encode(notification)
-            except Exception as exc:
-                self._log(LOG_ERROR, f"{what} not notified: its row cannot be encoded ({exc})")
-                return
-            self._pipeline.notify(conn, frame)
+        )
 
     def _on_change(self, event: ChangeCommitted) -> None:
         # The change comes from outside: whatever is wrong with it is logged and skipped.
@@ -934,6 +1224,13 @@ class Engine:
         through = event.through
         if isinstance(through, int) and through > self._position:
             self._position = through
+        if self._starting:
+            # Subscriptions whose start read beyond the position are fully live once the
+            # position has caught up with it.
+            position = self._position
+            for subscription_id, start in list(self._starting.items()):
+                if start.live and start.live_after <= position:
+                    del self._starting[subscription_id]
 
     def _route_entry(self, entry: LogEntry) -> None:
         """Route one log entry; whatever is wrong with it is logged and it is skipped."""
@@ -947,19 +1244,29 @@ class Engine:
             return
         # From here the entry is consumed, usable or not: the position moves past it.
         self._position = seq
+        change = self._entry_change(entry)
+        if change is not None:
+            self._route_change(*change)
+
+    def _entry_change(
+        self, entry: LogEntry
+    ) -> tuple[Entity, int, Operation, Row | None, Row | None] | None:
+        """The entity, ``seq``, operation and coerced rows before and after of a log
+        entry; ``None`` (logged) when the entry cannot be used."""
+        seq = entry.seq
         try:
             resolved = self.registry.resolve(entry.schema, entry.entity)
         except Exception as exc:
             resolved = ResolutionError(message=f"unusable entity name ({exc!r})")
         if isinstance(resolved, ResolutionError):
             self._log(LOG_WARNING, f"change log entry {seq} skipped: {resolved.message}")
-            return
+            return None
         operation = entry.operation
         needs_old = operation is Operation.UPDATE or operation is Operation.DELETE
         needs_new = operation is Operation.UPDATE or operation is Operation.CREATE
         if not (needs_old or needs_new):
             self._log(LOG_WARNING, f"change log entry {seq} skipped: {operation!r} is not a write")
-            return
+            return None
         rows: list[Row | None] = []
         for wanted, raw in ((needs_old, entry.old), (needs_new, entry.new)):
             if not wanted:
@@ -971,7 +1278,7 @@ class Engine:
                     f"change log entry {seq} ({resolved.qualified_name} {operation.value}) "
                     f"skipped: its row is {raw!r}, not an object",
                 )
-                return
+                return None
             try:
                 rows.append(coerce_change_row(resolved, raw))
             except InvalidRequest as exc:
@@ -980,15 +1287,15 @@ class Engine:
                     f"change log entry {seq} ({resolved.qualified_name}) skipped: "
                     f"{exc.error.message}: {raw!r}",
                 )
-                return
+                return None
             except Exception as exc:
                 self._log(
                     LOG_WARNING,
                     f"change log entry {seq} ({resolved.qualified_name}) skipped ({exc!r})",
                 )
-                return
+                return None
         old, new = rows
-        self._route_change(resolved, seq, operation, old, new)
+        return resolved, seq, operation, old, new
 
     def _route_change(
         self, entity: Entity, seq: int, operation: Operation, old: Row | None, new: Row | None
@@ -1051,3 +1358,58 @@ class Engine:
         ChangesLogged: _on_changes_logged,
         ShutdownRequested: _on_shutdown,
     }
+
+
+_LOG_RESET = ErrorInfo(
+    code="subscribe_error",
+    message="the change log was reset while subscribing; subscribe again",
+)
+_START_OVERFLOW = ErrorInfo(
+    code="subscribe_error",
+    message="too many changes arrived while the subscription started; subscribe again",
+)
+
+
+class _Start:
+    """A subscription between its start and its reply (``snapshot`` or ``resume``).
+
+    ``kept`` holds its live notifications from the start, ``(seq, frame)``, in order; at
+    the reply those after the read's end follow the replay (``frames``), the others are
+    in the rows or the replay already. When the read went beyond the engine's position,
+    the start stays (``live``) until the position catches up, to drop the live changes
+    the read already had. More than ``Limits.max_replay`` kept drops them and
+    fails the subscribe: memory stays bounded whatever the storage's delay.
+    """
+
+    __slots__ = (
+        "epoch",
+        "frames",
+        "kept",
+        "live",
+        "live_after",
+        "overflowed",
+        "position",
+        "subscription",
+    )
+
+    def __init__(self, subscription: Subscription, epoch: str, position: int) -> None:
+        self.subscription = subscription
+        #: The log's epoch and the engine's position when it started.
+        self.epoch = epoch
+        self.position = position
+        self.kept: list[tuple[int, str]] = []
+        self.overflowed = False
+        self.frames: list[str] = []
+        self.live_after = position
+        #: Replied to, but the read went beyond the engine's position: live changes up to
+        #: ``live_after`` are dropped (they were in the rows or the replay).
+        self.live = False
+
+    def keep(self, seq: int, frame: str, limit: int) -> None:
+        if self.overflowed:
+            return
+        if len(self.kept) >= limit:
+            self.overflowed = True
+            self.kept.clear()
+            return
+        self.kept.append((seq, frame))

@@ -20,7 +20,7 @@ import attrs
 
 from ._hooks import RequestInfo
 from ._messages import ErrorInfo, Operation
-from ._query import StorageError
+from ._query import LogEntry, StorageError
 
 #: Chosen by the adapter, unique among its open connections (an int counter is typical).
 ConnectionId = Hashable
@@ -146,21 +146,6 @@ class ChangeCommitted:
     row: dict[str, Any]
     now: float
     wall: float | None = None
-
-
-@attrs.frozen(kw_only=True)
-class LogEntry:
-    """One change read from the database's change log (docs/changefeed.md): the write's
-    ``seq``, the entity it touched, and the row before (``old``, ``None`` for a create)
-    and after (``new``, ``None`` for a delete) the write, as the log stored them."""
-
-    seq: int
-    schema: str | None
-    entity: str
-    #: ``create``, ``update`` or ``delete``: the database operation.
-    operation: Operation
-    old: dict[str, Any] | None
-    new: dict[str, Any] | None
 
 
 @attrs.frozen(kw_only=True)

@@ -37,10 +37,19 @@ Decisions a SQL backend must reproduce (docs/protocol.md records them):
 
 Returned rows are fresh copies: callers may mutate them.
 
+**Change log** (``change_log_epoch=...``; docs/changefeed.md "Without a database"): the
+in-process equivalent of the database's log. Every committed write appends one
+:class:`~wsspec_core.LogEntry` per row, numbered from 1 in commit order, with the rows
+before and after; a failed write appends nothing. ``read_changes``, ``trim`` and
+:class:`~wsspec_core.SubscribeRead` follow the database log's rules (retention removes a
+prefix and keeps the newest entry; a snapshot's rows and its ``seq`` agree).
+
 Threads: there is no locking (the core imports no ``threading``).  Writes are
 copy-on-write: a write builds a new table and swaps it in with one assignment, and stored
 rows are never changed in place, so reads may run in other threads while a write runs
-(each read sees the table before or after it).  Writes themselves must not overlap: run
+(each read sees the table before or after it). A write commits with one assignment of
+``(tables, last seq)``, so a ``SubscribeRead`` in another thread reads rows and log
+position of the same commit.  Writes themselves must not overlap: run
 them on one thread or one writer lane (as the trio adapter does), or a write may be lost.
 """
 
@@ -52,11 +61,13 @@ from typing import Any
 
 from ._entities import ColumnType, Entity, EntityRegistry, RelationKind
 from ._filters import matches
+from ._messages import Operation
 from ._query import (
     Create,
     Delete,
     Filters,
     ListResult,
+    LogEntry,
     Preload,
     ReadList,
     ReadOne,
@@ -65,7 +76,10 @@ from ._query import (
     StorageErrorKind,
     StorageFailure,
     StorageOperation,
+    SubscribeRead,
+    SubscribeReadResult,
     Update,
+    resumable,
 )
 
 _EMPTY: Mapping[Any, Row] = {}
@@ -109,13 +123,21 @@ class MemoryStorage:
         self,
         registry: EntityRegistry,
         defaults: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        change_log_epoch: str | None = None,
     ) -> None:
         self._registry = registry
         self._defaults: dict[str, dict[str, Any]] = {
             name: dict(columns) for name, columns in (defaults or {}).items()
         }
-        self._tables: dict[str, dict[Any, Row]] = {}
+        #: The committed state: every table, and the log's last seq. Replaced whole by
+        #: each write (one assignment), never changed in place.
+        self._state: tuple[dict[str, Mapping[Any, Row]], int] = ({}, 0)
         self._high_water: dict[str, int] = {}
+        #: The change log (``None``: not kept), its epoch, and what retention removed.
+        self._epoch = change_log_epoch
+        self._log: list[LogEntry] | None = [] if change_log_epoch is not None else None
+        self._trimmed_through = 0
 
     # --- conveniences for tests --------------------------------------------------------
 
@@ -151,6 +173,8 @@ class MemoryStorage:
             return self._update(operation)
         if isinstance(operation, Delete):
             return self._delete(operation)
+        if isinstance(operation, SubscribeRead):
+            return self._subscribe_read(operation)
         raise TypeError(f"not a storage operation: {operation!r}")
 
     # --- reads -------------------------------------------------------------------------
@@ -268,8 +292,10 @@ class MemoryStorage:
             if isinstance(key, int) and not isinstance(key, bool):
                 high = max(high, key)
             self._check_references(entity, row, row.keys(), staged)
-        self._tables[name] = {**table, **staged}
         self._high_water[name] = high
+        self._commit(
+            entity, {**table, **staged}, [(Operation.CREATE, None, r) for r in staged.values()]
+        )
         return [dict(row) for row in staged.values()]
 
     def _update(self, op: Update) -> Row | None:
@@ -291,7 +317,7 @@ class MemoryStorage:
         self._check_not_referenced(entity, row, updated)
         table = dict(self._table(entity))
         table[op.key] = updated
-        self._tables[name] = table
+        self._commit(entity, table, [(Operation.UPDATE, row, updated)])
         return dict(updated)
 
     def _delete(self, op: Delete) -> Row | None:
@@ -301,8 +327,105 @@ class MemoryStorage:
         self._check_not_referenced(op.entity, row, None)
         table = dict(self._table(op.entity))
         del table[op.key]
-        self._tables[op.entity.qualified_name] = table
+        self._commit(op.entity, table, [(Operation.DELETE, row, None)])
         return dict(row)
+
+    def _commit(
+        self,
+        entity: Entity,
+        table: Mapping[Any, Row],
+        changes: list[tuple[Operation, Row | None, Row | None]],
+    ) -> None:
+        """Make a write visible: the new table and its log entries, in one assignment."""
+        tables, last = self._state
+        log = self._log
+        if log is not None:
+            schema, name = _log_name(entity)
+            for operation, old, new in changes:
+                last += 1
+                log.append(
+                    LogEntry(
+                        seq=last,
+                        schema=schema,
+                        entity=name,
+                        operation=operation,
+                        old=old,
+                        new=new,
+                    )
+                )
+        self._state = ({**tables, entity.qualified_name: table}, last)
+
+    # --- the change log ----------------------------------------------------------------
+
+    @property
+    def change_log_epoch(self) -> str | None:
+        """The log's epoch, or ``None`` when this storage keeps no change log."""
+        return self._epoch
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the last committed change (0 before any)."""
+        return self._state[1]
+
+    @property
+    def trimmed_through(self) -> int:
+        """The largest ``seq`` :meth:`trim` removed (0: none)."""
+        return self._trimmed_through
+
+    def read_changes(self, after_seq: int = 0, limit: int = 1000) -> list[LogEntry]:
+        """Up to ``limit`` committed changes with ``seq > after_seq``, in ``seq`` order."""
+        log = self._require_log()
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        first = log[0].seq if log else self.last_seq + 1
+        start = max(0, after_seq + 1 - first)  # seq is dense: entry i holds seq first + i
+        return log[start : start + limit]
+
+    def trim(self, keep_last: int) -> int:
+        """Keep the newest ``keep_last`` entries (at least one, so the log's end stays
+        known); returns how many were removed."""
+        log = self._require_log()
+        drop = max(0, len(log) - max(keep_last, 1))
+        if drop:
+            self._trimmed_through = log[drop - 1].seq
+            self._log = log[drop:]  # a new list: readers holding the old one are unaffected
+        return drop
+
+    def _require_log(self) -> list[LogEntry]:
+        if self._log is None:
+            raise RuntimeError("this MemoryStorage keeps no change log (change_log_epoch=None)")
+        return self._log
+
+    def _subscribe_read(self, op: SubscribeRead) -> SubscribeReadResult:
+        """Rows and log entries of one committed state (see :class:`SubscribeRead`)."""
+        log = self._require_log()
+        assert self._epoch is not None
+        tables, last = self._state
+        trimmed = self._trimmed_through
+        entries: tuple[LogEntry, ...] | None = None
+        resume = op.resume
+        if resume is not None and resumable(resume, self._epoch, trimmed, last):
+            wanted = _log_name(op.entity)
+            found: list[LogEntry] = []
+            for entry in self.read_changes(resume.seq, len(log) or 1):
+                if entry.seq > last:
+                    break  # committed after the state read
+                if (entry.schema, entry.entity) == wanted:
+                    found.append(entry)
+                    if len(found) > op.replay_limit:
+                        break
+            entries = tuple(found)
+        rows = None
+        recovered = entries is not None and len(entries) <= op.replay_limit
+        if op.snapshot is not None and not recovered:
+            # The same state as the log position: a shallow copy of this storage reading
+            # the tables of that one commit, whatever writes come meanwhile.
+            view = copy.copy(self)
+            view._state = (tables, last)
+            rows = view._read_list(op.snapshot)
+        return SubscribeReadResult(
+            epoch=self._epoch, seq=last, trimmed_through=trimmed, entries=entries, rows=rows
+        )
 
     # --- constraints -------------------------------------------------------------------
 
@@ -385,7 +508,7 @@ class MemoryStorage:
     def _table(self, entity: Entity) -> Mapping[Any, Row]:
         """The entity's current table: a snapshot never changed in place (see the class
         docstring), so readers may iterate it while a writer replaces it."""
-        return self._tables.get(entity.qualified_name, _EMPTY)
+        return self._state[0].get(entity.qualified_name, _EMPTY)
 
     def _default(self, entity_name: str, column: str) -> Any:
         value = self._defaults.get(entity_name, {}).get(column)
@@ -403,3 +526,10 @@ class MemoryStorage:
         unknown = [k for k in data if k not in entity.columns_by_name]
         if unknown:
             raise ValueError(f"unknown columns for {entity.qualified_name}: {unknown}")
+
+
+def _log_name(entity: Entity) -> tuple[str | None, str]:
+    """How log entries name ``entity``: its registered ``(schema, name)``, so that
+    ``EntityRegistry.resolve`` finds it again."""
+    schema, _, name = entity.qualified_name.rpartition(".")
+    return schema or None, name

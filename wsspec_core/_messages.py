@@ -117,13 +117,29 @@ class Request:
 
 
 @attrs.frozen(kw_only=True)
+class ResumePosition:
+    """A subscribe's ``resume``: the last position the client saw (PROTOCOL.md "Change
+    feed")."""
+
+    epoch: str
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
 class Subscribe:
-    """``type: "subscription", operation: "subscribe"``."""
+    """``type: "subscription", operation: "subscribe"``.
+
+    ``snapshot`` and ``resume`` (top-level fields of the message) need the change feed
+    (PROTOCOL.md "Change feed"; docs/protocol.md "Snapshot and resume")."""
 
     id: MessageId
     entity: str
     schema: str | None = None
     options: QueryOptions = QueryOptions()
+    #: Send the matching rows, consistent with the reply's ``seq``.
+    snapshot: bool = False
+    #: Replay the changes missed since this position, if the server can prove it can.
+    resume: ResumePosition | None = None
 
 
 @attrs.frozen(kw_only=True)

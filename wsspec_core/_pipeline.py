@@ -365,6 +365,16 @@ class Pipeline:
         if conn.held is None:
             conn.held = []
 
+    def hold_burst(self, run: Run, frames: list[str]) -> None:
+        """Hold ``frames`` behind ``run``'s response (a starting subscription's replay and
+        kept notifications, PROTOCOL.md "Change feed"): sent right after it, with room of
+        their own like any released burst. Their number is bounded by the engine
+        (``Limits.max_replay``), not by ``outbound_queue``."""
+        self.hold_notifications(run)
+        held = run.conn.held
+        assert held is not None
+        held.extend(frames)
+
     def _release(self, conn: Connection) -> None:
         """A holding run's response went out: send what was held behind it. Notifications
         stay held if another holding run of the connection has started meanwhile (every

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ._entities import Entity
-from ._messages import ErrorInfo
+from ._messages import ErrorInfo, Operation, ResumePosition
 
 Row = dict[str, Any]
 
@@ -182,7 +182,64 @@ class Delete:
     filters: Filters
 
 
-StorageOperation = ReadList | ReadOne | Create | Update | Delete
+@attrs.frozen(kw_only=True)
+class LogEntry:
+    """One change read from the database's change log (docs/changefeed.md): the write's
+    ``seq``, the entity it touched, and the row before (``old``, ``None`` for a create)
+    and after (``new``, ``None`` for a delete) the write, as the log stored them."""
+
+    seq: int
+    schema: str | None
+    entity: str
+    #: ``create``, ``update`` or ``delete``: the database operation.
+    operation: Operation
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+@attrs.frozen(kw_only=True)
+class SubscribeRead:
+    """What a subscribe with ``snapshot`` or ``resume`` needs from the database, read in
+    **one consistent snapshot** of it (PROTOCOL.md "Change feed"; docs/storage.md
+    "Snapshot and resume"). Result: :class:`SubscribeReadResult`.
+
+    In that one snapshot a backend reads the change log's ``epoch``, ``trimmed_through``
+    and last ``seq``; then, when ``resume`` is given and :func:`resumable` says the
+    position can be replayed, the log entries of ``entity`` after ``resume.seq`` (at most
+    ``replay_limit + 1``: one more than the limit says "too many"); then, when
+    ``snapshot`` is given and the resume did not succeed (no ``resume``, not resumable,
+    or more than ``replay_limit`` entries), the rows of ``snapshot``, a list read. Rows
+    and entries are what the log's ``seq`` says: a change is in them if and only if its
+    ``seq`` is at most the ``seq`` returned.
+    """
+
+    entity: Entity
+    snapshot: ReadList | None
+    resume: ResumePosition | None
+    replay_limit: int
+
+
+@attrs.frozen(kw_only=True)
+class SubscribeReadResult:
+    epoch: str
+    #: The log's last ``seq`` in the snapshot read (0 when it is empty).
+    seq: int
+    #: The largest ``seq`` retention removed (0: none).
+    trimmed_through: int
+    #: The entity's entries after ``resume.seq``, in ``seq`` order, when they were read.
+    entries: tuple[LogEntry, ...] | None = None
+    #: The snapshot's rows, when they were read.
+    rows: ListResult | None = None
+
+
+def resumable(resume: ResumePosition, epoch: str, trimmed_through: int, last_seq: int) -> bool:
+    """Whether the log can prove a reader at ``resume`` missed nothing it still holds:
+    the same epoch, a position retention has not passed, and one not beyond the log's
+    end (PROTOCOL.md "Change feed", Resume). The replay limit is the caller's to check."""
+    return resume.epoch == epoch and trimmed_through <= resume.seq <= last_seq
+
+
+StorageOperation = ReadList | ReadOne | Create | Update | Delete | SubscribeRead
 
 
 @attrs.frozen(kw_only=True)

@@ -25,6 +25,7 @@ from wsspec_core import (
     QueryOptions,
     Request,
     Response,
+    ResumePosition,
     SortSpec,
     Subscribe,
     Unsubscribe,
@@ -825,7 +826,14 @@ def requests(draw: st.DrawFn) -> Request:
 inbound_messages = (
     requests()
     | st.builds(
-        Subscribe, id=message_ids, entity=names, schema=st.none() | names, options=query_options
+        Subscribe,
+        id=message_ids,
+        entity=names,
+        schema=st.none() | names,
+        options=query_options,
+        snapshot=st.booleans(),
+        resume=st.none()
+        | st.builds(ResumePosition, epoch=st.text(max_size=8), seq=st.integers(0, 2**63 - 1)),
     )
     | st.builds(Unsubscribe, id=message_ids, subscription_id=names)
     | st.builds(Ping, id=st.none() | st.text(max_size=8) | json_ints)
