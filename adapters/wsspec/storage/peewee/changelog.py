@@ -39,7 +39,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -196,8 +196,12 @@ def read_changes(
     limit: int = 1_000,
     *,
     models: Iterable[type[peewee.Model]] | None = None,
+    tables: Collection[str] | None = None,
+    through_seq: int | None = None,
 ) -> list[LogEntry]:
-    """Up to ``limit`` committed changes with ``seq > after_seq``, in ``seq`` order.
+    """Up to ``limit`` committed changes with ``seq > after_seq``, in ``seq`` order; only
+    those of ``tables`` (as :func:`table_key` names them) and up to ``through_seq``, when
+    given.
 
     Rows come as the database's JSON gives them (PostgreSQL ``to_jsonb``; SQLite
     ``json_object``: booleans 0/1, datetimes as text). With ``models``, the rows of their
@@ -208,12 +212,23 @@ def read_changes(
     if limit < 1:
         raise ValueError("limit must be at least 1")
     decoders = {table_key(m): _decoder(m) for m in models} if models is not None else {}
+    p = _param(database)
+    where = [f"seq > {p}"]
+    params: list[Any] = [after_seq]
+    if through_seq is not None:
+        where.append(f"seq <= {p}")
+        params.append(through_seq)
+    if tables is not None:
+        if not tables:
+            return []
+        where.append(f"table_name IN ({', '.join([p] * len(tables))})")
+        params.extend(tables)
     try:
         rows = _sql(
             database,
             f"SELECT seq, table_name, operation, old_row, new_row, changed_at FROM {LOG_TABLE}"
-            f" WHERE seq > {_param(database)} ORDER BY seq LIMIT {_param(database)}",
-            (after_seq, limit),
+            f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT {p}",
+            (*params, limit),
         ).fetchall()
     except (peewee.OperationalError, peewee.ProgrammingError) as exc:
         _raise_if_missing(database, exc)

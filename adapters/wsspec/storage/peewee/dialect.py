@@ -161,6 +161,12 @@ class Dialect:
         """The context manager a write runs in."""
         return database.atomic()
 
+    #: Opens a read-only transaction whose every statement sees the same committed state
+    #: (a :class:`wsspec_core.SubscribeRead`: rows and the log's position together). On
+    #: SQLite in WAL mode a deferred transaction reads one snapshot, taken at its first
+    #: SELECT, until it ends.
+    BEGIN_SNAPSHOT = "BEGIN"
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
@@ -217,6 +223,8 @@ class PostgresqlDialect(Dialect):
     param = "%s"
     local = False
     max_filter_parameters = 60_000
+    # READ COMMITTED would give each statement its own snapshot.
+    BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
     def like(self, column_sql: str, *, fold: bool) -> str:
         operator = "ILIKE" if fold else "LIKE"

@@ -26,12 +26,15 @@ from wsspec_core import (
     ReadOne,
     RelationKind,
     Row,
+    StorageError,
     StorageErrorKind,
     StorageFailure,
+    SubscribeRead,
+    SubscribeReadResult,
     Update,
 )
 
-from . import errors, introspection
+from . import changelog, errors, introspection
 from .compiler import Compiled, SqlCompiler, fetch_columns
 from .connections import ThreadConnections, database_from_url
 from .dialect import dialect_for
@@ -128,21 +131,18 @@ class PeeweeStorage:
         """
         kind = type(operation)
         try:
-            if kind is ReadOne or kind is ReadList:
+            if kind is ReadOne or kind is ReadList or kind is SubscribeRead:
+                read = self._READS[kind]
                 reused = self._connections.is_open()
                 try:
-                    if kind is ReadOne:
-                        return self._read_one(operation)  # type: ignore[arg-type]
-                    return self._read_list(operation)  # type: ignore[arg-type]
+                    return read(self, operation)
                 except Exception as exc:
                     if not (reused and self._lost_connection(exc, operation.entity)):
                         raise
                 # A read is safe to repeat: once, on a fresh connection (the server
                 # restarted, or dropped an idle connection). Writes are never retried.
                 self._connections.drop()
-                if kind is ReadOne:
-                    return self._read_one(operation)  # type: ignore[arg-type]
-                return self._read_list(operation)  # type: ignore[arg-type]
+                return read(self, operation)
             if kind is Create or kind is Update or kind is Delete:
                 with self._write_lock:
                     return self._write(operation)  # type: ignore[arg-type]
@@ -210,6 +210,65 @@ class PeeweeStorage:
             self._preload(rows, op.entity, selection.preload)
             _strip(rows, selection.columns, selection.preload)
         return ListResult(rows=rows, total=total, total_exact=exact)
+
+    def _subscribe_read(self, op: SubscribeRead) -> SubscribeReadResult:
+        """The log's position, the entity's missed entries and the snapshot's rows, in one
+        transaction that sees one committed state (``Dialect.BEGIN_SNAPSHOT``): a change
+        is in the rows exactly when its ``seq`` is at most the one returned, since
+        ``seq`` follows commit order (docs/changefeed.md)."""
+        conn = self._connection()
+        database = self.database
+        conn.execute(self._dialect.BEGIN_SNAPSHOT)
+        try:
+            try:
+                epoch, trimmed = changelog.epoch_and_trimmed_through(database)
+            except changelog.ChangelogNotInstalled:
+                raise StorageFailure(
+                    StorageError(
+                        kind=StorageErrorKind.OTHER,
+                        message="the change log is not installed in the database",
+                    )
+                ) from None
+            last = changelog.last_seq(database)
+            entries: tuple[core.LogEntry, ...] | None = None
+            resume = op.resume
+            if resume is not None and core.resumable(resume, epoch, trimmed, last):
+                model = self._models[op.entity.qualified_name]
+                schema, _, name = op.entity.qualified_name.rpartition(".")
+                entries = tuple(
+                    core.LogEntry(
+                        seq=entry.seq,
+                        schema=schema or None,
+                        entity=name,
+                        operation=core.Operation(entry.operation),
+                        old=entry.old,
+                        new=entry.new,
+                    )
+                    for entry in changelog.read_changes(
+                        database,
+                        resume.seq,
+                        op.replay_limit + 1,  # one more than allowed says "too many"
+                        models=[model],
+                        tables=[changelog.table_key(model)],
+                        through_seq=last,
+                    )
+                )
+            rows = None
+            if op.snapshot is not None and (entries is None or len(entries) > op.replay_limit):
+                rows = self._read_list(op.snapshot)
+        finally:
+            # Read only: ending it either way changes nothing; ROLLBACK also ends a
+            # transaction a failed statement aborted.
+            conn.execute("ROLLBACK")
+        return SubscribeReadResult(
+            epoch=epoch, seq=last, trimmed_through=trimmed, entries=entries, rows=rows
+        )
+
+    _READS: dict[type, Any] = {
+        ReadOne: _read_one,
+        ReadList: _read_list,
+        SubscribeRead: _subscribe_read,
+    }
 
     def _preload(self, rows: list[Row], entity: Entity, preloads: Sequence[Preload]) -> None:
         """Fill each preload's relation on ``rows``: one query per relation and level
