@@ -41,12 +41,19 @@ def current_scheduler() -> Schedule:
         return schedule_trio
     if library == "asyncio":
         import asyncio
+        import contextvars
 
         loop = asyncio.get_running_loop()
+        # A callback runs outside any task, where sniffio cannot tell the loop (trio says
+        # for its whole run; asyncio only inside a task), and anyio, which the callback
+        # uses (start a task, make an Event), would raise NoEventLoopError: run callbacks
+        # in a context that says asyncio.
+        context = contextvars.Context()
+        context.run(sniffio.current_async_library_cvar.set, "asyncio")
 
         def schedule_asyncio(function: Callable[[Any], None], argument: Any) -> None:
             try:
-                loop.call_soon_threadsafe(function, argument)
+                loop.call_soon_threadsafe(function, argument, context=context)
             except RuntimeError:  # "Event loop is closed"
                 raise LoopClosed from None
 
