@@ -16,8 +16,23 @@ from typing import Any
 import peewee
 import psycopg
 import pytest
-from test_change_feed_server import ACTIVE, Client, install, notified, postgres_schema, servers
-from wsspec.storage.peewee import changelog
+import trio
+from test_change_feed_server import (
+    ACTIVE,
+    Client,
+    install,
+    installed_app,
+    notified,
+    outside_insert,
+    postgres_schema,
+    servers,
+)
+from wsserver_support import client, memory_app, serving
+from wsspec import App
+from wsspec.runtime import ChangeFeedUnavailable, Retention, tailer_for
+from wsspec.storage.peewee import PeeweeStorage, changelog
+
+from wsspec_core import Create, EntityRegistry, MemoryStorage
 
 PlainSql = Callable[[str], None]
 
@@ -136,3 +151,102 @@ def test_positions_the_log_cannot_prove_are_not_recovered(tmp_path: Path, kind: 
                 client.nothing_more(0.3)
             finally:
                 client.close()
+
+
+# --- in process: the in-memory change log and the retention ----------------------------------
+
+
+def memory_feed_app(tmp_path: Path, **options: Any) -> App:
+    app = memory_app(tmp_path)
+    registry = app.registry
+    app.storage = MemoryStorage(registry, change_log_epoch="mem-epoch")
+    app.change_feed = True
+    for name, value in options.items():
+        setattr(app, name, value)
+    return app
+
+
+async def test_memory_storage_change_log_is_a_change_feed(tmp_path: Path) -> None:
+    """The in-memory backend's log behaves as the database's: seq on notifications,
+    snapshot, resume with replay, writes made around the server noticed."""
+    app = memory_feed_app(tmp_path)
+    storage = app.storage
+    assert isinstance(storage, MemoryStorage)
+    users = app.registry.get("public.users")
+    assert users is not None
+    with trio.fail_after(20):
+        async with serving(app) as url, client(url) as watcher, client(url) as writer:
+            reply = await watcher.request("subscribe", "users", schema="public", snapshot=True)
+            assert (reply["data"]["epoch"], reply["data"]["seq"], reply["data"]["rows"]) == (
+                "mem-epoch",
+                0,
+                [],
+            )
+            created = await writer.request("create", "users", data={"name": "In"})
+            note = await watcher.recv()
+            assert (note["change"], note["seq"], note["data"]) == ("added", 1, created["data"])
+            # A write around the server (in-process code using the storage directly).
+            storage.execute(Create(entity=users, rows=({"name": "Around"},)))
+            note = await watcher.recv()
+            assert (note["change"], note["seq"], note["data"]["name"]) == ("added", 2, "Around")
+        async with serving(app) as url, client(url) as again:
+            await again.send(
+                {"id": "x", "type": "subscription", "operation": "subscribe", "entity": "users"}
+                | {"resume": {"epoch": "mem-epoch", "seq": 1}}
+            )
+            reply = await again.recv()
+            assert reply["data"]["recovered"] is True and reply["data"]["seq"] == 1
+            note = await again.recv()
+            assert (note["seq"], note["data"]["name"]) == (2, "Around")
+
+
+def test_memory_storage_without_a_log_cannot_feed() -> None:
+    registry = EntityRegistry([])
+    with pytest.raises(ChangeFeedUnavailable, match="change_log_epoch"):
+        tailer_for(MemoryStorage(registry), lambda *batch: None)
+
+
+async def test_the_retention_trims_the_log_in_the_background(tmp_path: Path) -> None:
+    app = installed_app(tmp_path, change_feed=True)
+    app.retention = Retention(keep_last=2, older_than=None, every=0.05)
+    storage = app.storage
+    assert isinstance(storage, PeeweeStorage)
+    with trio.fail_after(20):
+        async with serving(app) as url, client(url) as writer:
+            for n in range(5):
+                await writer.request("create", "users", data={"name": f"u{n}"})
+
+            def trimmed() -> int:
+                with storage.database.connection_context():
+                    return changelog.trimmed_through(storage.database)
+
+            while await trio.to_thread.run_sync(trimmed) < 3:
+                await trio.sleep(0.05)
+            epoch = (await writer.request("subscribe", "users", schema="public"))["data"]["epoch"]
+            for seq, recovered in ((2, False), (3, True)):
+                reply = await writer.request(
+                    "subscribe", "users", schema="public", resume={"epoch": epoch, "seq": seq}
+                )
+                assert reply["data"]["recovered"] is recovered
+    with storage.database.connection_context():
+        status = changelog.status(storage.database)
+    assert (status.entries, status.oldest_seq, status.last_seq) == (2, 4, 5)
+
+
+def test_trimmed_through_never_goes_back(tmp_path: Path) -> None:
+    """Two processes trimming at once must not lower it (PostgreSQL's trims do not
+    serialise): a trim that chose a smaller bound leaves a larger one as it is."""
+    app = installed_app(tmp_path)
+    storage = app.storage
+    assert isinstance(storage, PeeweeStorage)
+    for name in "abc":
+        outside_insert(tmp_path, name)
+    with storage.database.connection_context():
+        db = storage.database
+        db.execute_sql(
+            "UPDATE wsspec_meta SET value = '99' WHERE key = 'trimmed_through'"
+            if db.execute_sql("SELECT 1 FROM wsspec_meta WHERE key = 'trimmed_through'").fetchone()
+            else "INSERT INTO wsspec_meta (key, value) VALUES ('trimmed_through', '99')"
+        )
+        assert changelog.trim(db, keep_last=1, older_than=None) == 2
+        assert changelog.trimmed_through(db) == 99

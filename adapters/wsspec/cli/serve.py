@@ -71,11 +71,10 @@ def run(args: argparse.Namespace) -> int:
 def _check_change_log(app: Any) -> None:
     """Before any server starts (uvicorn and hypercorn would report a failed start-up as a
     lifespan error): the storage has a change log, or exit with what to run."""
-    from ..runtime import ChangeFeedUnavailable, Tailer
+    from ..runtime import ChangeFeedUnavailable, tailer_for
 
     try:
-        tailer = Tailer(app.storage, lambda *batch: None)
-        tailer.start_position()
+        tailer_for(app.storage, lambda *batch: None).start_position()
     except ChangeFeedUnavailable as exc:
         raise SystemExit(f"wsspec serve: {exc}") from None
 

@@ -11,7 +11,7 @@ from .runtime import (
     TransportClosed,
 )
 from .storage_lanes import Storage, StorageLanes
-from .tailer import ChangeFeedUnavailable, Tailer
+from .tailer import ChangeFeedUnavailable, MemoryTailer, Retention, Tailer, tailer_for
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -20,10 +20,13 @@ __all__ = [
     "App",
     "ChangeFeedUnavailable",
     "Connection",
+    "MemoryTailer",
+    "Retention",
     "Runtime",
     "Storage",
     "StorageLanes",
     "Tailer",
     "Transport",
     "TransportClosed",
+    "tailer_for",
 ]

@@ -22,6 +22,7 @@ from wsspec_core import (
 
 from .runtime import Runtime
 from .storage_lanes import Storage
+from .tailer import Retention
 
 if TYPE_CHECKING:
     from ..transports.asgi import ASGIApp
@@ -50,7 +51,10 @@ class App:
     ``change_feed=True`` makes every committed change in the database's change log reach
     subscribers (with ``seq``, ``change`` and the ``added``/``modified``/``removed``
     semantics of docs/protocol.md), including other processes' writes and plain SQL:
-    one tailer per server reads the log (docs/changefeed.md). Off by default.
+    one tailer per server reads the log (docs/changefeed.md). Off by default. A
+    ``MemoryStorage(change_log_epoch=...)`` keeps such a log in the process.
+    ``retention`` says how much of the log the server keeps and how often it trims it
+    (:class:`~wsspec.runtime.Retention`; default: 100,000 changes and 24 h, every minute).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class App:
         limits: Limits | None = None,
         storage_threads: int = STORAGE_THREADS,
         change_feed: bool = False,
+        retention: Retention | None = None,
     ) -> None:
         self.storage = storage
         if registry is None:
@@ -81,6 +86,7 @@ class App:
         #: has the log installed (``wsspec changelog install``), else serving fails at
         #: start. Settable until the app is served (``wsspec serve --change-feed``).
         self.change_feed = change_feed
+        self.retention = retention if retention is not None else Retention()
         self._runtime: Runtime | None = None
         self._shutdown_requested: anyio.Event | None = None
         self._asgi: ASGIApp | None = None

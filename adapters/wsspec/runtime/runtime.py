@@ -71,7 +71,7 @@ from wsspec_core import ConnectionClosed as ConnectionClosedEvent
 
 from .loop import current_clock
 from .storage_lanes import Outcome, StorageLanes
-from .tailer import Tailer
+from .tailer import tailer_for
 
 if TYPE_CHECKING:
     from .app import App
@@ -194,7 +194,11 @@ class Runtime:
         self.lanes = StorageLanes(app.storage, app.storage_threads, self._report_storage)
         #: With a change feed: the change-log reader, and the writes whose completion
         #: wakes it (their log entries are there by then).
-        self.tailer = Tailer(app.storage, self._changes_logged) if change_feed else None
+        self.tailer = (
+            tailer_for(app.storage, self._changes_logged, getattr(app, "retention", None))
+            if change_feed
+            else None
+        )
         self._writes_running: set[int] = set()
         self.running = False
         self._services: anyio.abc.TaskGroup | None = None

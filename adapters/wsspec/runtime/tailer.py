@@ -23,6 +23,15 @@ A failure (a lost connection, the log uninstalled) is logged and retried with ba
 the last position handed over, so a reconnect catches up and nothing is dropped; nothing
 raises into the runtime.  An epoch change (a reset log) is fed as it is: the engine logs
 it and starts again from 0, and so does the tailer.
+
+Retention (:class:`Retention`): a third thread, ``wsspec-trimmer``, calls
+``changelog.trim`` every ``Retention.every`` seconds on its own connection; trimming
+deletes a prefix in short batches, so writers and readers never wait for it long (on
+PostgreSQL not at all). Every server process of a deployment trims; their trims never
+undo each other (``trimmed_through`` only grows).
+
+:class:`MemoryTailer` is the same for ``MemoryStorage(change_log_epoch=...)``: no threads
+(the storage runs on the loop), the same start, hand-over and retention.
 """
 
 from __future__ import annotations
@@ -34,8 +43,9 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import attrs
 
-from wsspec_core import LogEntry, Operation
+from wsspec_core import LogEntry, MemoryStorage, Operation
 
 from .loop import LoopClosed, Schedule, current_scheduler
 
@@ -58,21 +68,57 @@ Deliver = Callable[[str, tuple[LogEntry, ...], int], None]
 
 
 class ChangeFeedUnavailable(RuntimeError):
-    """The app's storage cannot give a change feed: not a ``PeeweeStorage``, or the change
-    log is not installed in its database."""
+    """The app's storage cannot give a change feed: neither a ``PeeweeStorage`` nor a
+    ``MemoryStorage`` with a change log, or the change log is not installed in its
+    database."""
+
+
+def _positive_or_none(_: Any, attribute: Any, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive or None")
+
+
+@attrs.frozen(kw_only=True)
+class Retention:
+    """How much of the change log a server keeps (docs/changefeed.md "Retention"): the
+    newest ``keep_last`` changes, and none recorded more than ``older_than`` seconds ago
+    (``None`` turns a bound off); trimmed every ``every`` seconds, or never when ``every``
+    is ``None``. A resume from before the kept part answers ``recovered: false``."""
+
+    keep_last: int | None = attrs.field(default=100_000, validator=_positive_or_none)
+    older_than: float | None = attrs.field(default=86_400.0, validator=_positive_or_none)
+    every: float | None = attrs.field(default=60.0, validator=_positive_or_none)
+
+
+def tailer_for(
+    storage: Any, deliver: Deliver, retention: Retention | None = None
+) -> Tailer | MemoryTailer:
+    """The tailer of ``storage``; :class:`ChangeFeedUnavailable` when it has no change log
+    to follow."""
+    retention = retention if retention is not None else Retention()
+    if isinstance(storage, MemoryStorage):
+        if storage.change_log_epoch is None:
+            raise ChangeFeedUnavailable(
+                "change_feed=True needs MemoryStorage(..., change_log_epoch=...) to keep a "
+                "change log"
+            )
+        return MemoryTailer(storage, deliver, retention)
+    return Tailer(storage, deliver, retention)
 
 
 class Tailer:
     """The change-log reader of one server; see the module docstring."""
 
-    def __init__(self, storage: Any, deliver: Deliver) -> None:
+    def __init__(self, storage: Any, deliver: Deliver, retention: Retention | None = None) -> None:
         from ..storage.peewee import PeeweeStorage, changelog
 
         if not isinstance(storage, PeeweeStorage):
             raise ChangeFeedUnavailable(
-                f"change_feed=True needs a PeeweeStorage (got {type(storage).__name__})"
+                "change_feed=True needs a PeeweeStorage or a MemoryStorage with a change "
+                f"log (got {type(storage).__name__})"
             )
         self._changelog = changelog
+        self.retention = retention if retention is not None else Retention()
         self.storage = storage
         self.database = storage.database
         self._deliver_to_engine = deliver
@@ -115,6 +161,10 @@ class Tailer:
         if self._postgres:
             self._threads.append(
                 threading.Thread(target=self._listen, name="wsspec-tailer-listen", daemon=True)
+            )
+        if self.retention.every is not None:
+            self._threads.append(
+                threading.Thread(target=self._trim, name="wsspec-trimmer", daemon=True)
             )
         for thread in self._threads:
             thread.start()
@@ -278,6 +328,37 @@ class Tailer:
         with contextlib.suppress(Exception):
             self.storage._connections.drop()
 
+    # --- the trimmer thread ---------------------------------------------------------------
+
+    def _trim(self) -> None:
+        """Apply the retention every ``Retention.every`` seconds, on this thread's own
+        connection; a failure is logged and tried again at the next turn."""
+        retention = self.retention
+        assert retention.every is not None
+        try:
+            while not self._stopping.wait(retention.every):
+                try:
+                    removed = self._changelog.trim(
+                        self.database,
+                        keep_last=retention.keep_last,
+                        older_than=retention.older_than,
+                    )
+                except Exception as exc:
+                    logger.warning(
+                        "change feed: trimming the change log failed (%s: %s); trying again "
+                        "in %.0f s",
+                        type(exc).__name__,
+                        exc,
+                        retention.every,
+                    )
+                    self._drop_connection()
+                    continue
+                if removed:
+                    logger.info("change feed: retention removed %d changes from the log", removed)
+        finally:
+            with contextlib.suppress(Exception):
+                self.storage.close()
+
     # --- the LISTEN thread (PostgreSQL) -------------------------------------------------------
 
     def _listen(self) -> None:
@@ -316,3 +397,69 @@ class Tailer:
                 self._listening = False
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+class MemoryTailer:
+    """The tailer of a ``MemoryStorage`` with a change log: the same start, hand-over and
+    retention as :class:`Tailer`, on the loop thread (the storage never blocks)."""
+
+    #: Seconds between looks at the log for writes made around the runtime (in-process
+    #: code calling the storage directly); the runtime's own writes wake it at once.
+    POLL_INTERVAL = 0.05
+
+    def __init__(
+        self, storage: MemoryStorage, deliver: Deliver, retention: Retention | None = None
+    ) -> None:
+        assert storage.change_log_epoch is not None
+        self.storage = storage
+        self.retention = retention if retention is not None else Retention()
+        self._deliver_to_engine = deliver
+        self.epoch: str = storage.change_log_epoch
+        self.position = 0
+        self._running = False
+
+    def start_position(self) -> tuple[str, int]:
+        """The log's epoch and end (what :meth:`run` hands over first)."""
+        return self.epoch, self.storage.last_seq
+
+    def wake(self) -> None:
+        """Read the log now. On the loop thread only (the runtime's own write completed)."""
+        if self._running:
+            self._catch_up()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        _, self.position = self.start_position()
+        self._deliver_to_engine(self.epoch, (), self.position)
+        self._running = True
+        task_status.started()
+        retention = self.retention
+        since_trim = 0.0
+        try:
+            while True:
+                await anyio.sleep(self.POLL_INTERVAL)
+                self._catch_up()
+                since_trim += self.POLL_INTERVAL
+                if retention.every is not None and since_trim >= retention.every:
+                    since_trim = 0.0
+                    if retention.keep_last is not None:  # entries carry no time
+                        self.storage.trim(retention.keep_last)
+        finally:
+            self._running = False
+
+    def _catch_up(self) -> None:
+        storage = self.storage
+        while storage.last_seq > self.position:
+            if self.position < storage.trimmed_through:
+                logger.error(
+                    "change feed: this server fell behind the log's retention: changes "
+                    "after seq %d up to %d were trimmed before it read them",
+                    self.position,
+                    storage.trimmed_through,
+                )
+            found = storage.read_changes(self.position, TAILER_BATCH)
+            if not found:
+                return
+            self.position = found[-1].seq
+            self._deliver_to_engine(self.epoch, tuple(found), self.position)

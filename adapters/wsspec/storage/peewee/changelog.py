@@ -360,7 +360,16 @@ def trim(
             if through is None:
                 break
             _sql(database, f"DELETE FROM {LOG_TABLE} WHERE seq <= {p}", (through,))
-            _set_meta(database, "trimmed_through", str(through))
+            # Never lowered: on PostgreSQL another process's trim may have gone further
+            # since this one chose its batch (SQLite's write lock serialises them).
+            _sql(
+                database,
+                f"INSERT INTO {META_TABLE} (key, value) VALUES ('trimmed_through', {p})"
+                " ON CONFLICT (key) DO UPDATE SET value = CASE"
+                f" WHEN CAST({META_TABLE}.value AS BIGINT) < CAST(excluded.value AS BIGINT)"
+                f" THEN excluded.value ELSE {META_TABLE}.value END",
+                (str(through),),
+            )
             removed += taken
         if taken < batch:
             break
