@@ -10,7 +10,7 @@ from __future__ import annotations
 import peewee
 
 from . import App
-from .storage.peewee import PeeweeStorage
+from .storage.peewee import PeeweeStorage, changelog
 
 DEFAULT_DB = "sqlite:///wsspec-demo.db"
 
@@ -50,3 +50,16 @@ def build_app(db_url: str | None = None) -> App:
     storage.register("public.users", user)
     storage.register("public.posts", post)
     return App(storage)
+
+
+def with_change_feed(app: App) -> App:
+    """Install (or upgrade) the change log on the demo's tables and turn the change feed
+    on, as ``wsspec demo`` does: plain SQL on the demo database, and other processes on
+    it, then reach its subscribers (docs/changefeed.md). Safe to run from several
+    processes at once."""
+    storage = app.storage
+    assert isinstance(storage, PeeweeStorage)
+    with storage.database.connection_context():
+        changelog.install(storage.database, storage.models().values())
+    app.change_feed = True
+    return app

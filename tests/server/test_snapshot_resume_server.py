@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 import trio
 from test_change_feed_server import (
     ACTIVE,
+    WSSPEC,
     Client,
     install,
     installed_app,
@@ -250,3 +253,40 @@ def test_trimmed_through_never_goes_back(tmp_path: Path) -> None:
         )
         assert changelog.trim(db, keep_last=1, older_than=None) == 2
         assert changelog.trimmed_through(db) == 99
+
+
+def test_the_demo_installs_the_log_and_serves_the_change_feed(tmp_path: Path) -> None:
+    """``wsspec demo`` as a user runs it: plain SQL on its database reaches a subscriber,
+    and a snapshot comes with its position, with nothing installed beforehand."""
+    process = subprocess.Popen(
+        [WSSPEC, "demo", "--port", "0", "--db", "sqlite:///demo.db"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[-1]
+        watcher = Client(url)
+        try:
+            snap = subscribe(watcher, snapshot=True)
+            assert snap["rows"] == [] and snap["seq"] == 0 and snap["epoch"]
+            conn = sqlite3.connect(tmp_path / "demo.db", timeout=10)
+            conn.execute("INSERT INTO users (name, status) VALUES ('Sql', 'active')")
+            conn.commit()
+            conn.close()
+            assert notified(watcher.recv(), "added", 1)["name"] == "Sql"
+        finally:
+            watcher.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert process.returncode == 0

@@ -1,5 +1,5 @@
 """``wsspec demo``: the example models of the Go README (``wsspec.demo``), served over
-SQLite or PostgreSQL."""
+SQLite or PostgreSQL, with the change feed on (the log installed by itself)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @needs_extra("server", "wsspec demo")
 def run(args: argparse.Namespace) -> int:
-    from ..demo import build_app
+    from ..demo import build_app, with_change_feed
     from .serving import configure_logging, run_app
 
     configure_logging(args.log_level)
-    return run_app(build_app(args.db), name="demo", args=args)
+    return run_app(with_change_feed(build_app(args.db)), name="demo", args=args)
