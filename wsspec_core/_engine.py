@@ -1015,6 +1015,8 @@ class Engine:
         if rows is not None:
             result["rows"] = rows.rows
             result["total"] = rows.total
+            if not rows.total_exact:  # as a read's metadata (Limits.max_count)
+                result["total_exact"] = False
 
         def activate() -> None:
             subscription = start.subscription
