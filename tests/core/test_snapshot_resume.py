@@ -591,6 +591,8 @@ class ResumingSubscriber(RuleBasedStateMachine):
             assert self.position is not None
             assert message["seq"] > self.position[1], "a change twice or out of order"
             self.position = (self.position[0], message["seq"])
+            if self.resync_pending:
+                continue  # the view is unknown until the client reads the rows again
             row = message["data"]
             if message["change"] == "removed":
                 assert self.view.pop(row["id"], None) is not None, message
