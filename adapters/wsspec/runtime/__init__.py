@@ -2,10 +2,12 @@
 the engine's actions on trio or asyncio (through anyio) for every transport."""
 
 from .app import STORAGE_THREADS, App
+from .metrics import ServerMetrics
 from .runtime import (
     CLOSE_TIMEOUT,
     SHUTDOWN_TIMEOUT,
     Connection,
+    ConnectionInfo,
     Runtime,
     Transport,
     TransportClosed,
@@ -20,9 +22,11 @@ __all__ = [
     "App",
     "ChangeFeedUnavailable",
     "Connection",
+    "ConnectionInfo",
     "MemoryTailer",
     "Retention",
     "Runtime",
+    "ServerMetrics",
     "Storage",
     "StorageLanes",
     "Tailer",

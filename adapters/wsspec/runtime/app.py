@@ -20,7 +20,8 @@ from wsspec_core import (
     encode_json,
 )
 
-from .runtime import Runtime
+from .metrics import ServerMetrics
+from .runtime import ConnectionInfo, Runtime
 from .storage_lanes import Storage
 from .tailer import Retention
 
@@ -55,6 +56,11 @@ class App:
     ``MemoryStorage(change_log_epoch=...)`` keeps such a log in the process.
     ``retention`` says how much of the log the server keeps and how often it trims it
     (:class:`~wsspec.runtime.Retention`; default: 100,000 changes and 24 h, every minute).
+
+    Operations (docs/operations.md): :attr:`metrics` counts for Prometheus (served at
+    ``/metrics`` with ``/healthz`` and ``/readyz``); :meth:`connections` and
+    :meth:`close_connections` list and close connections (a revoked token) from any task
+    or thread.
     """
 
     def __init__(
@@ -87,9 +93,13 @@ class App:
         #: start. Settable until the app is served (``wsspec serve --change-feed``).
         self.change_feed = change_feed
         self.retention = retention if retention is not None else Retention()
+        #: What the server counts, and the per-app Prometheus registry it is exposed
+        #: from (``app.metrics.registry``); kept across runs of the app.
+        self.metrics = ServerMetrics()
         self._runtime: Runtime | None = None
         self._shutdown_requested: anyio.Event | None = None
         self._asgi: ASGIApp | None = None
+        self._metrics_url: str | None = None
 
     def hook(self, hook_type: HookType | str) -> Callable[[Hook], Hook]:
         """Decorator: ``@app.hook("before_connect")``. Hooks may be plain or ``async``."""
@@ -107,10 +117,16 @@ class App:
         return self._asgi
 
     @contextlib.asynccontextmanager
-    async def running(self, **options: Any) -> AsyncIterator[Runtime]:
+    async def running(
+        self, *, metrics_address: tuple[str, int] | None = None, **options: Any
+    ) -> AsyncIterator[Runtime]:
         """Run the app's runtime (storage threads, timers, hooks) for the body; on exit,
         shut down gracefully. Transports enter it; so does a host application's lifespan
-        when the ASGI app is mounted inside it."""
+        when the ASGI app is mounted inside it.
+
+        ``metrics_address=(host, port)`` also serves ``/metrics``, ``/healthz`` and
+        ``/readyz`` over plain HTTP on that address (port 0 picks one;
+        :attr:`metrics_url` says which) for as long as the runtime runs."""
         if self._runtime is not None:
             raise RuntimeError("this app is already being served")
         runtime = Runtime(self, **options)
@@ -119,11 +135,25 @@ class App:
             async with anyio.create_task_group() as group:
                 await group.start(runtime.run)
                 try:
+                    if metrics_address is not None:
+                        from ..operations.http_server import serve_operations
+
+                        host, port = metrics_address
+                        self._metrics_url = await group.start(serve_operations, self, host, port)
                     yield runtime
                 finally:
                     await runtime.shutdown()
+                    # The operations endpoint answers (/readyz: shutting down) until here.
+                    group.cancel_scope.cancel()
         finally:
             self._runtime = None
+            self._metrics_url = None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` while :meth:`running` serves the operations
+        endpoint on an address of its own (``metrics_address``; ``--metrics-port``)."""
+        return self._metrics_url
 
     @property
     def connection_count(self) -> int:
@@ -166,6 +196,55 @@ class App:
                 **runtime.now(),
             )
         )
+
+    # --- revocation: the Go handler's GetConnection and Close --------------------------------
+
+    def connections(self) -> list[ConnectionInfo]:
+        """The open connections: id, remote address, when accepted, and a copy of the
+        metadata hooks stored (``ctx.metadata``). Safe from any task or thread (from
+        another thread it waits for the event loop to answer); empty when not served."""
+        runtime = self._runtime
+        if runtime is None:
+            return []
+        return runtime.call_soon_and_wait(runtime.connection_infos)
+
+    def connection(self, connection_id: Any) -> ConnectionInfo | None:
+        """One open connection by its id (``ctx.connection_id`` in hooks), or ``None``."""
+        runtime = self._runtime
+        if runtime is None:
+            return None
+        return runtime.call_soon_and_wait(lambda: runtime.connection_info(connection_id))
+
+    def close_connections(
+        self,
+        predicate: Callable[[ConnectionInfo], bool],
+        *,
+        code: int = 1008,
+        reason: str = "revoked",
+    ) -> int:
+        """Close every open connection ``predicate`` selects, with close ``code`` (1008
+        policy violation by default; 1000-1014 as RFC 6455 allows, or 3000-4999) and
+        ``reason`` (at most 123 bytes). Returns how many. Safe from any task or thread.
+
+        What was queued for them is dropped and nothing more is read from them; the
+        engine sees each end as any other close, so ``before_disconnect`` and
+        ``after_disconnect`` hooks run. ``predicate`` runs on the event loop thread for
+        every connection before any is closed: keep it quick; if it raises, none is
+        closed and the exception reaches the caller."""
+        runtime = self._runtime
+        if runtime is None:
+            return 0
+        return runtime.call_soon_and_wait(lambda: runtime.close_where(predicate, code, reason))
+
+    def close_connection(
+        self, connection_id: Any, *, code: int = 1008, reason: str = "revoked"
+    ) -> bool:
+        """Close one connection by id (see :meth:`close_connections`). Whether it was
+        open."""
+        closed = self.close_connections(
+            lambda info: info.id == connection_id, code=code, reason=reason
+        )
+        return closed > 0
 
     def request_shutdown(self) -> None:
         """Start a graceful shutdown of :func:`wsspec.serve`: stop accepting, let the engine

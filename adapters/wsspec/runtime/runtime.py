@@ -16,7 +16,9 @@ drains the connection's queue, sending the frames queued together and reporting 
 written (``FramesWritten``), from which the engine keeps the backlog it bounds.
 
 Storage runs in the lanes of :mod:`.storage_lanes`; hooks run as tasks of the runtime's own
-task group; a timer task feeds ``TimePassed`` at the engine's deadlines.  Time is the
+task group; a timer task feeds ``TimePassed`` at the engine's deadlines.  Along the way the
+runtime counts what it carries out into the app's :mod:`.metrics`, and it can close
+connections the application selects (revocation: :meth:`Runtime.close_where`).  Time is the
 loop's monotonic clock (``anyio.current_time``: trio's ``MockClock`` drives it in tests);
 response timestamps use the wall clock.  Background work reports failures into the engine
 as events; nothing raises into the caller's task group.
@@ -25,12 +27,16 @@ as events; nothing raises into the caller's task group.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import dataclasses
+import datetime
 import inspect
 import itertools
 import logging
+import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
@@ -69,7 +75,15 @@ from wsspec_core import (
 )
 from wsspec_core import ConnectionClosed as ConnectionClosedEvent
 
-from .loop import current_clock
+from .loop import LoopClosed, Schedule, current_clock, current_scheduler
+from .metrics import (
+    NOTIFICATION_PREFIX,
+    PONG_PREFIX,
+    RESPONSE_PREFIX,
+    STORAGE_OPERATIONS,
+    request_operation,
+    response_outcome,
+)
 from .storage_lanes import Outcome, StorageLanes
 from .tailer import tailer_for
 
@@ -86,6 +100,19 @@ CLOSE_TIMEOUT = 10.0
 SHUTDOWN_TIMEOUT = 30.0
 #: Most frames handed to a transport at once (one system call where it can).
 WRITE_BATCH = 64
+#: Seconds a call from another thread (App.connections, App.close_connections) waits for
+#: the event loop to run it; the loop answers in microseconds unless something blocks it.
+CALL_TIMEOUT = 30.0
+#: WebSocket close codes an application may close with (RFC 6455 section 7.4): the
+#: registered ones an endpoint may send, and 3000-4999 (registered or private use).
+CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+#: A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 section 5.5: 125 bytes
+#: of payload, two of them the code).
+MAX_CLOSE_REASON = 123
+#: The close code of a slow consumer (docs/core.md "Flow control").
+_POLICY_VIOLATION = 1008
+
+_T = TypeVar("_T")
 
 
 class TransportClosed(Exception):
@@ -130,6 +157,24 @@ class _Close:
         self.reason = reason
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConnectionInfo:
+    """An open connection as :meth:`App.connections` lists it (the Go handler's
+    ``GetConnection``)."""
+
+    #: The id the runtime gave it (``ctx.connection_id`` in hooks; logged on open/close).
+    id: Hashable
+    #: ``HOST:PORT`` of the peer, as the transport saw it.
+    remote_address: str | None
+    #: When the handshake was accepted (UTC).
+    connected_at: datetime.datetime
+    #: A copy of what hooks stored in ``ctx.metadata`` (``before_connect`` typically puts
+    #: the user or the token there).
+    metadata: Mapping[str, Any]
+    #: The handshake: path, query, headers.
+    request: RequestInfo
+
+
 class Connection:
     """The runtime's state of one client."""
 
@@ -137,12 +182,14 @@ class Connection:
         "accepted",
         "close_code",
         "closing",
+        "connected_at",
         "decided",
         "id",
         "info",
         "may_read",
         "outbound",
         "rejection",
+        "requests",
         "scope",
         "tasks",
         "transport",
@@ -171,6 +218,11 @@ class Connection:
         self.scope = anyio.CancelScope()
         #: The task group of the connection's own tasks (writer, pings), once accepted.
         self.tasks: anyio.abc.TaskGroup | None = None
+        #: Wall-clock time of the accept.
+        self.connected_at = 0.0
+        #: (time read, operation) of each request read and not yet answered, oldest first:
+        #: responses leave in that order, so the next response answers the first (metrics).
+        self.requests: collections.deque[tuple[float, str]] = collections.deque()
 
 
 class Runtime:
@@ -184,6 +236,7 @@ class Runtime:
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     ) -> None:
         self.app = app
+        self.metrics = app.metrics
         change_feed = bool(getattr(app, "change_feed", False))
         # Without a feed the engine is built exactly as before the feed existed.
         feed_option = {"change_feed": True} if change_feed else {}
@@ -200,6 +253,18 @@ class Runtime:
             else None
         )
         self._writes_running: set[int] = set()
+        #: operation id -> (time submitted, operation label), for the storage latency.
+        self._storage_started: dict[int, tuple[float, str]] = {}
+        #: The frame of the broadcast being fed: its Sends are not the engine's frames.
+        self._broadcast_frame: str | None = None
+        #: Set by run(): the loop's thread and its thread-safe scheduler, so that other
+        #: threads can hand it work (revocation).
+        self._loop_thread: int | None = None
+        self._schedule: Schedule | None = None
+        #: For the operations endpoints (wsspec.operations.endpoints): one database probe
+        #: at a time, and the last readiness problem logged (None: ready).
+        self.probe_limiter: anyio.CapacityLimiter | None = None
+        self.readiness_problem: str | None = None
         self.running = False
         self._services: anyio.abc.TaskGroup | None = None
         self._connection_ended = anyio.Event()
@@ -216,7 +281,7 @@ class Runtime:
             AcceptConnection: self._on_accept,
             RejectConnection: self._on_reject,
             Send: self._on_send,
-            RunStorage: self._on_run_storage if change_feed else self.lanes.submit,
+            RunStorage: self._on_run_storage,
             RunHooks: self._on_run_hooks,
             CloseConnection: self._on_close,
             PauseReading: self._on_pause,
@@ -274,6 +339,9 @@ class Runtime:
         """Run the storage lanes, the timer and the hooks' tasks until :meth:`shutdown`
         has finished (or the caller cancels)."""
         self._clock = current_clock()
+        self._schedule = current_scheduler()
+        self._loop_thread = threading.get_ident()
+        self.metrics.attach(self)
         async with anyio.create_task_group() as services:
             self._services = services
             await services.start(self.lanes.run)
@@ -289,6 +357,12 @@ class Runtime:
             finally:
                 self.running = False
                 self._services = None
+                self.metrics.attach(None)
+
+    @property
+    def shutting_down(self) -> bool:
+        """A graceful shutdown has started (readiness says no from then on)."""
+        return self._shutdown_started
 
     async def shutdown(self) -> None:
         """Graceful shutdown: the engine finishes the requests it accepted and closes every
@@ -336,8 +410,97 @@ class Runtime:
 
     def broadcast(self, frame: str, predicate: Callable[[dict[str, Any]], bool] | None) -> int:
         before = self._sends
-        self.feed(BroadcastRequested(frame=frame, predicate=predicate, **self.now()))
+        self._broadcast_frame = frame
+        try:
+            self.feed(BroadcastRequested(frame=frame, predicate=predicate, **self.now()))
+        finally:
+            self._broadcast_frame = None
         return self._sends - before
+
+    def outbound_depth(self) -> tuple[int, int]:
+        """Frames queued for clients and not yet handed to a transport: in all, and the
+        longest queue (metrics)."""
+        total = deepest = 0
+        for conn in list(self.connections.values()):
+            depth = len(conn.outbound)
+            total += depth
+            deepest = max(deepest, depth)
+        return total, deepest
+
+    # --- revocation: listing and closing connections (loop thread) ----------------------
+
+    def call_soon_and_wait(self, function: Callable[[], _T]) -> _T:
+        """``function()`` on the loop thread, from any thread: at once when called there
+        (a task, a hook), else handed to the loop, waiting for its result up to
+        ``CALL_TIMEOUT`` seconds."""
+        if threading.get_ident() == self._loop_thread or self._schedule is None:
+            return function()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run(_: object) -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(function())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        try:
+            self._schedule(run, None)
+        except LoopClosed:
+            raise RuntimeError("the app is not being served") from None
+        return future.result(timeout=CALL_TIMEOUT)
+
+    def connection_infos(self) -> list[ConnectionInfo]:
+        """The open connections (accepted, not closing), on the loop thread."""
+        return [self._info(conn) for conn in list(self.connections.values()) if _listed(conn)]
+
+    def connection_info(self, connection_id: Hashable) -> ConnectionInfo | None:
+        conn = self.connections.get(connection_id)
+        return self._info(conn) if conn is not None and _listed(conn) else None
+
+    def close_where(
+        self, predicate: Callable[[ConnectionInfo], bool], code: int, reason: str
+    ) -> int:
+        """Close every open connection ``predicate`` selects with ``code`` and ``reason``;
+        on the loop thread. Returns how many. ``predicate`` runs for every connection
+        before any is closed, so one that raises closes none."""
+        check_close(code, reason)
+        chosen = [
+            conn
+            for conn in list(self.connections.values())
+            if _listed(conn) and predicate(self._info(conn))
+        ]
+        for conn in chosen:
+            self._close_from_server(conn, code, reason)
+        if chosen:
+            logger.info(
+                "closed %d connection(s) with %d %r: %s",
+                len(chosen),
+                code,
+                reason,
+                ", ".join(str(conn.id) for conn in chosen),
+            )
+        return len(chosen)
+
+    def _info(self, conn: Connection) -> ConnectionInfo:
+        metadata = self.engine.connection_metadata(conn.id)
+        return ConnectionInfo(
+            id=conn.id,
+            remote_address=conn.info.remote_address,
+            connected_at=datetime.datetime.fromtimestamp(conn.connected_at, datetime.UTC),
+            metadata=dict(metadata) if metadata is not None else {},
+            request=conn.info,
+        )
+
+    def _close_from_server(self, conn: Connection, code: int, reason: str) -> None:
+        """Close ``conn`` as the engine closes a slow consumer: what is queued for it is
+        dropped (a revoked client gets nothing more), the close frame leaves at once, no
+        further request is read. The engine hears ``ConnectionClosed`` when the
+        connection ends, as for any close, and runs the disconnect hooks then; until
+        then the frames it sends this connection are dropped here."""
+        if not conn.closing:
+            self._start_close(conn, code, reason, discard_queued=True, slow_consumer=False)
 
     # --- action handlers: none of them awaits ----------------------------------------------
 
@@ -357,12 +520,30 @@ class Runtime:
         if conn is None or conn.closing:
             return
         self._sends += 1
-        conn.outbound.append(action.frame)
+        frame = action.frame
+        conn.outbound.append(frame)
         _wake_writer(conn)
+        # Metrics, from the frame's first bytes (metrics.py, "theory of operation").
+        if frame is self._broadcast_frame:
+            return
+        if frame.startswith(RESPONSE_PREFIX):
+            if conn.requests:
+                read_at, operation = conn.requests.popleft()
+                self.metrics.answered(operation, response_outcome(frame), self._clock() - read_at)
+        elif frame.startswith(NOTIFICATION_PREFIX):
+            self.metrics.notifications_sent += 1
+        elif frame.startswith(PONG_PREFIX) and conn.requests:
+            read_at, operation = conn.requests.popleft()
+            self.metrics.answered(operation, "success", self._clock() - read_at)
 
     def _on_run_storage(self, action: RunStorage) -> None:
-        """With a change feed: remember writes, whose completion wakes the tailer."""
-        if isinstance(action.operation, Create | Update | Delete):
+        operation = action.operation
+        self._storage_started[action.operation_id] = (
+            self._clock(),
+            STORAGE_OPERATIONS.get(type(operation), "other"),
+        )
+        if self.tailer is not None and isinstance(operation, Create | Update | Delete):
+            # With a change feed: remember writes, whose completion wakes the tailer.
             self._writes_running.add(action.operation_id)
         self.lanes.submit(action)
 
@@ -373,15 +554,29 @@ class Runtime:
         conn = self.connections.get(action.connection_id)
         if conn is None or conn.closing:
             return
+        # The engine's one close that drops the queue is the slow consumer's (1008).
+        slow_consumer = action.code == _POLICY_VIOLATION and action.discard_queued
+        self._start_close(
+            conn,
+            action.code,
+            action.reason,
+            discard_queued=action.discard_queued,
+            slow_consumer=slow_consumer,
+        )
+
+    def _start_close(
+        self, conn: Connection, code: int, reason: str, *, discard_queued: bool, slow_consumer: bool
+    ) -> None:
         conn.closing = True
-        conn.close_code = action.code
+        conn.close_code = code
         conn.may_read.set()
         conn.decided.set()
-        if action.discard_queued:
+        if discard_queued:
             conn.outbound.clear()
-        conn.outbound.append(_Close(action.code, action.reason))
+        conn.outbound.append(_Close(code, reason))
         _wake_writer(conn)
         self._spawn(self._close_watchdog, conn)
+        self.metrics.closed_by_server(code, slow_consumer=slow_consumer)
 
     def _spawn(self, function: Callable[[Any], Coroutine[Any, Any, None]], argument: Any) -> None:
         """Start a task of the runtime's own; once the services have stopped (the very end
@@ -424,6 +619,12 @@ class Runtime:
                 # Committed: the tailer reads its log entries now rather than at its next
                 # poll; the engine holds them until this write's response has been sent.
                 self.tailer.wake()
+        now = clocks["now"]
+        started = self._storage_started
+        for operation_id, _, error in outcomes:
+            submitted = started.pop(operation_id, None)
+            if submitted is not None:
+                self.metrics.stored(submitted[1], now - submitted[0], error is not None)
         for operation_id, result, error in outcomes:
             self.feed(
                 StorageCompleted(operation_id=operation_id, result=result, **clocks)
@@ -480,19 +681,28 @@ class Runtime:
             await conn.decided.wait()
             if conn.rejection is not None:
                 status, reason = conn.rejection
+                self.metrics.connections_refused += 1
                 logger.info(
                     "connection %s from %s refused: %s %s",
                     conn.id,
                     info.remote_address,
                     status,
                     reason,
+                    extra=_log_fields(conn, status=status),
                 )
                 await transport.reject(status, reason)
                 return
             with conn.scope:
                 await transport.accept()
                 conn.accepted = True
-                logger.info("connection %s opened from %s", conn.id, info.remote_address)
+                conn.connected_at = time.time()
+                self.metrics.connections_opened += 1
+                logger.info(
+                    "connection %s opened from %s",
+                    conn.id,
+                    info.remote_address,
+                    extra=_log_fields(conn),
+                )
                 async with anyio.create_task_group() as tasks:
                     conn.tasks = tasks
                     tasks.start_soon(self._writer, conn)
@@ -505,10 +715,13 @@ class Runtime:
             del self.connections[conn.id]
             self.feed(ConnectionClosedEvent(connection_id=conn.id, **self.now()))
             if conn.accepted:
+                how = (
+                    f"code {conn.close_code}"
+                    if conn.close_code is not None
+                    else transport.closed_by_peer()
+                )
                 logger.info(
-                    "connection %s closed (%s)",
-                    conn.id,
-                    conn.close_code if conn.close_code is not None else transport.closed_by_peer(),
+                    "connection %s closed (%s)", conn.id, how, extra=_log_fields(conn, close=how)
                 )
             self._connection_ended.set()
 
@@ -526,7 +739,9 @@ class Runtime:
             if data is None:
                 return
             if not conn.closing:
-                self.feed(MessageReceived(connection_id=conn.id, data=data, **self.now()))
+                clocks = self.now()
+                conn.requests.append((clocks["now"], request_operation(data)))
+                self.feed(MessageReceived(connection_id=conn.id, data=data, **clocks))
 
     async def _writer(self, conn: Connection) -> None:
         outbound = conn.outbound
@@ -557,6 +772,24 @@ class Runtime:
         except TransportClosed:
             pass
         conn.scope.cancel()
+
+
+def _listed(conn: Connection) -> bool:
+    """Whether App.connections shows ``conn``: accepted, and not closing."""
+    return conn.accepted and not conn.closing
+
+
+def _log_fields(conn: Connection, **more: Any) -> dict[str, Any]:
+    """Extra fields of a connection's log lines (``--log-format json`` writes them)."""
+    return {"connection_id": conn.id, "remote_address": conn.info.remote_address, **more}
+
+
+def check_close(code: int, reason: str) -> None:
+    """``ValueError`` unless ``code`` and ``reason`` can go in a close frame."""
+    if code not in CLOSE_CODES and not 3000 <= code <= 4999:
+        raise ValueError(f"close code {code} is not one an application may send (RFC 6455 7.4)")
+    if len(reason.encode()) > MAX_CLOSE_REASON:
+        raise ValueError(f"a close reason is at most {MAX_CLOSE_REASON} bytes of UTF-8")
 
 
 def _wake_writer(conn: Connection) -> None:

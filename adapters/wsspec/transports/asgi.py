@@ -9,6 +9,9 @@ gracefully. Mounted inside another application, the host's lifespan must enter
 :meth:`App.running` instead (Starlette does not pass lifespan events to mounted apps);
 a handshake that arrives while no runtime runs is refused with 503 and logged.
 
+Plain HTTP requests for ``/metrics``, ``/healthz`` and ``/readyz`` get the operations
+endpoints (docs/operations.md); any other HTTP request a 404.
+
 Flow control: ``await send(...)`` returns once the server took the frame, and both servers
 hold a slow client's ``send`` while their socket buffer is full, so frames the client does
 not read pile up in the runtime's queue, which the engine bounds (close 1008), exactly as
@@ -133,15 +136,32 @@ class ASGIApp:
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, send)
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        from ..operations.endpoints import PATHS, respond
+
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted: the path below the mount point
+            path = path[len(root) :]
+        method = scope.get("method", "GET")
+        if path in PATHS and method in ("GET", "HEAD"):
+            reply = await respond(self.app, path)
+            status, content_type, body = reply.status, reply.content_type, reply.body
+            if method == "HEAD":
+                body = b""
         else:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 404,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b"a WebSocket endpoint\n"})
+            status, content_type, body = 404, "text/plain; charset=utf-8", b"a WebSocket endpoint\n"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type.encode("latin-1"))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         connect = await receive()

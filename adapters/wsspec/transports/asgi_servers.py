@@ -38,10 +38,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_server(
-    app: App, *, path: str | None, log_level: str = "warning", **runtime_options: Any
+    app: App,
+    *,
+    path: str | None,
+    log_level: str = "warning",
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    **runtime_options: Any,
 ) -> uvicorn.Server:
     """A ``uvicorn.Server`` for ``app`` (run it with ``server.run(sockets=[...])`` or
-    ``await server.serve(sockets=[...])``)."""
+    ``await server.serve(sockets=[...])``). ``certfile``/``keyfile`` (PEM) serve
+    ``wss://``; ``runtime_options`` go to :meth:`App.running` (``metrics_address``,
+    ``close_timeout``, ``shutdown_timeout``)."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -52,15 +60,25 @@ def uvicorn_server(
         ws_ping_interval=app.limits.keepalive_interval,
         ws_ping_timeout=app.limits.keepalive_timeout,
         log_level=log_level,
+        # No logging configuration of uvicorn's own: its loggers propagate to the
+        # application's handlers, in the application's format (--log-format json too).
+        log_config=None,
         access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
     return uvicorn.Server(config)
 
 
-def hypercorn_config(app: App, sock: socket.socket) -> hypercorn.config.Config:
+def hypercorn_config(
+    app: App, sock: socket.socket, *, certfile: str | None = None, keyfile: str | None = None
+) -> hypercorn.config.Config:
     import hypercorn.config
 
     config = hypercorn.config.Config()
+    # Hypercorn wraps the accepted connections in TLS when given both (wss://).
+    config.certfile = certfile
+    config.keyfile = keyfile
     # Hypercorn adopts the descriptor and closes it when done: give it a copy of ours.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.websocket_max_message_size = app.limits.max_message_bytes
@@ -83,6 +101,8 @@ async def serve_hypercorn(
     path: str | None,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: Any = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
     **runtime_options: Any,
 ) -> None:
     """Serve ``app`` under hypercorn's trio worker on ``sock`` until ``shutdown_trigger``
@@ -101,7 +121,7 @@ async def serve_hypercorn(
     asgi: Any = ASGIApp(app, path=path, **runtime_options)  # hypercorn's types are narrower
     await hypercorn.trio.serve(
         asgi,
-        hypercorn_config(app, sock),
+        hypercorn_config(app, sock, certfile=certfile, keyfile=keyfile),
         shutdown_trigger=runtime_first,
         task_status=task_status if task_status is not None else trio.TASK_STATUS_IGNORED,
         mode="asgi",

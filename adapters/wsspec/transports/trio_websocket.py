@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import ssl
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -138,6 +141,9 @@ async def serve(
     path: str | None = "/ws",
     close_timeout: float = CLOSE_TIMEOUT,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
+    metrics_address: tuple[str, int] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``ws://host:port/path`` with trio-websocket until
@@ -147,6 +153,11 @@ async def serve(
     Use inside your own nursery: ``url = await nursery.start(serve, app, "127.0.0.1", 0)``
     returns the URL actually bound (port 0 picks a free port; :func:`port_of` reads it).
     ``path=None`` accepts any path; other paths are refused with HTTP 404.
+
+    ``ssl_context`` (a server context with its certificate loaded) serves ``wss://``.
+    ``sock``: accept on this listening socket instead of binding ``host:port`` (the
+    ``--workers`` processes share one). ``metrics_address=(host, port)``: serve
+    ``/metrics``, ``/healthz`` and ``/readyz`` there (docs/operations.md).
 
     Shutdown: stop accepting, tell the engine, which finishes the requests it accepted and
     closes every connection with 1001 (going away); wait up to ``shutdown_timeout`` seconds
@@ -166,6 +177,7 @@ async def serve(
                     close_timeout,
                     shutdown_timeout,
                     shutdown_requested,
+                    _Listening(ssl_context, sock, metrics_address),
                 )
             )
             task_status.started(url)
@@ -178,6 +190,41 @@ async def serve(
         app._shutdown_requested = None
 
 
+class _Listening:
+    """Where and how :func:`serve` listens, beyond host and port."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None,
+        sock: socket.socket | None,
+        metrics_address: tuple[str, int] | None,
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.sock = sock
+        self.metrics_address = metrics_address
+
+    async def listeners(
+        self, host: str, port: int
+    ) -> list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]:
+        if self.sock is not None:
+            plain = [trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))]
+        else:
+            plain = await trio.open_tcp_listeners(port, host=host)
+        if self.ssl_context is None:
+            return plain
+        # As trio-websocket's own serve_websocket wraps them for wss://.
+        return [
+            trio.SSLListener(listener, self.ssl_context, https_compatible=True)
+            for listener in plain
+        ]
+
+
+def _bound_address(listener: trio.SocketListener | trio.SSLListener[trio.SocketStream]) -> Any:
+    plain = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    assert isinstance(plain, trio.SocketListener)
+    return plain.socket.getsockname()
+
+
 async def _serve_until_shutdown(
     app: App,
     host: str,
@@ -186,13 +233,18 @@ async def _serve_until_shutdown(
     close_timeout: float,
     shutdown_timeout: float,
     shutdown_requested: anyio.Event,
+    listening: _Listening,
     task_status: trio.TaskStatus[str],
 ) -> None:
     # Shielded: the caller's cancellation must not kill in-flight writes or connections
     # mid-message; serve() sets shutdown_requested instead, and the shutdown is bounded.
     with trio.CancelScope(shield=True):
         async with (
-            app.running(close_timeout=close_timeout, shutdown_timeout=shutdown_timeout) as runtime,
+            app.running(
+                close_timeout=close_timeout,
+                shutdown_timeout=shutdown_timeout,
+                metrics_address=listening.metrics_address,
+            ) as runtime,
             trio.open_nursery() as handlers,
         ):
 
@@ -203,7 +255,7 @@ async def _serve_until_shutdown(
                     return
                 await runtime.run_connection(TrioWebSocketTransport(request), info)
 
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await listening.listeners(host, port)
             server = trio_websocket.WebSocketServer(
                 handle,
                 listeners,
@@ -212,21 +264,22 @@ async def _serve_until_shutdown(
                 max_message_size=app.limits.max_message_bytes,
                 disconnect_timeout=close_timeout,
             )
-            listening = trio.CancelScope()
+            accepting = trio.CancelScope()
 
             async def listen(
                 task_status: trio.TaskStatus[trio_websocket.WebSocketServer],
             ) -> None:
-                with listening:
+                with accepting:
                     await server.run(task_status=task_status)
 
             await handlers.start(listen)
-            bound_host, bound_port = listeners[0].socket.getsockname()[:2]
-            url = f"ws://{_format_host(bound_host)}:{bound_port}{path or '/'}"
+            bound_host, bound_port = _bound_address(listeners[0])[:2]
+            scheme = "ws" if listening.ssl_context is None else "wss"
+            url = f"{scheme}://{_format_host(bound_host)}:{bound_port}{path or '/'}"
             logger.info("listening on %s", url)
             task_status.started(url)
             await shutdown_requested.wait()
-            listening.cancel()
+            accepting.cancel()
             await runtime.shutdown()
             handlers.cancel_scope.cancel()
 
