@@ -42,6 +42,39 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, default_db: str | N
         help="logging level on stderr; info logs one line per connection opened and closed "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object per line (time, level, logger, message and the "
+        "record's extra fields) for log shippers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--certfile",
+        metavar="PEM",
+        help="serve wss:// (TLS) with this certificate chain; needs --keyfile",
+    )
+    parser.add_argument("--keyfile", metavar="PEM", help="the private key of --certfile")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /metrics, /healthz and /readyz over plain HTTP on this port of "
+        "--host (0 picks one; printed on start); with --workers, worker K uses PORT+K. "
+        "The uvicorn and hypercorn servers answer them on --port too",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N server processes sharing the port, supervised by this one; without "
+        "the change feed each worker's subscribers see only its own writes "
+        "(docs/operations.md) (default: %(default)s)",
+    )
+    # A worker process of --workers: INDEX:SOCKET_FD:READY_FD:LIFELINE_FD (internal).
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.set_defaults(_parser=parser)
 
 
 def add_change_feed_argument(parser: argparse.ArgumentParser) -> None:
@@ -53,3 +86,38 @@ def add_change_feed_argument(parser: argparse.ArgumentParser) -> None:
         "server, other server processes or plain SQL (run `wsspec changelog install` "
         "first; docs/changefeed.md)",
     )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+#: Flags a worker process does not take from its parent's command line.
+_NOT_FOR_WORKERS = frozenset({"workers", "worker", "help"})
+
+
+def worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The command line (after ``wsspec``) that runs ``args`` again, without ``--workers``:
+    what each worker process of ``--workers`` is started with. Rebuilt from the parser, so
+    every flag a subcommand adds is passed on."""
+    parser: argparse.ArgumentParser = args._parser
+    options: list[str] = []
+    positionals: list[str] = []
+    for action in parser._actions:
+        if action.dest in _NOT_FOR_WORKERS or action.dest.startswith("_"):
+            continue
+        value = getattr(args, action.dest, None)
+        if not action.option_strings:
+            positionals.append(str(value))
+        elif isinstance(action, argparse._StoreTrueAction):
+            if value:
+                options.append(action.option_strings[-1])
+        elif isinstance(action, argparse._StoreAction) and action.nargs is None:
+            if value is not None:
+                options += [action.option_strings[-1], str(value)]
+        else:
+            raise TypeError(f"cannot pass {action.option_strings} on to a worker")
+    return [args.command, *options, *positionals]
