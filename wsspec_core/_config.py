@@ -90,6 +90,12 @@ class Limits:
     #: changes kept for one subscription while its snapshot or replay is read; more fail
     #: that subscribe with ``subscribe_error`` (try again).
     max_replay: int = attrs.field(default=10_000, validator=_positive)
+    #: Seconds a client may hold back the change feed (docs/core.md "Pacing the change
+    #: feed"): log entries are routed only while every subscribing client has fewer than
+    #: ``outbound_queue // 2`` frames unwritten, so a burst (a bulk ``UPDATE``) reaches
+    #: clients at the pace they read; one that stays that far behind this long is closed
+    #: with 1008, and the feed goes on. The entries wait in the database meanwhile.
+    feed_stall_timeout: float = attrs.field(default=5.0, validator=_positive)
     #: Seconds of silence before the engine sends a keepalive ping, or ``None``.
     keepalive_interval: float | None = attrs.field(default=30.0, validator=_positive_or_none)
     #: Seconds to wait for the pong before closing the connection with 1011.

@@ -50,6 +50,7 @@ response or a close action.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -168,6 +169,10 @@ class Engine:
         #: ``seq`` of the last entry routed (docs/core.md "Change feed").
         self._epoch: str | None = None
         self._position = 0
+        #: Entries handed over and not yet routed (paced: docs/core.md "Pacing the change
+        #: feed"), and the largest ``through`` handed over with them.
+        self._feed: collections.deque[LogEntry] = collections.deque()
+        self._feed_through = 0
         self._pipeline = Pipeline(
             self.limits,
             start=self._start,
@@ -221,21 +226,38 @@ class Engine:
         conn = self._connections.get(connection_id)
         return conn.metadata if conn is not None else None
 
+    @property
+    def feed_backlog(self) -> int:
+        """Change-log entries handed over and not yet routed: a tailer hands over more
+        only when this is small (docs/core.md "Pacing the change feed")."""
+        return len(self._feed)
+
     def next_deadline(self) -> float | None:
         """When to send ``TimePassed`` next (same clock as the events' ``now``), or None."""
-        return self._keepalive.next_sweep
+        sweep = self._keepalive.next_sweep
+        congested = self._pipeline.congested
+        if not (self._feed and congested):
+            return sweep
+        stall = min(congested.values()) + self.limits.feed_stall_timeout
+        return stall if sweep is None else min(sweep, stall)
 
     def handle(self, event: Event) -> list[Action]:
         """Apply ``event``; return the actions it causes, in the order to carry them out."""
         pipeline = self._pipeline
         out: list[Action] = []
         self._out = pipeline.out = out
-        self._now = event.now
+        self._now = pipeline.now = event.now
         self._wall = event.now if event.wall is None else event.wall
         handler = self._HANDLERS[type(event)]
         handler(self, event)
         if pipeline.overflowed:
             self._close_slow_consumers()
+        if self._feed and not pipeline.congested:
+            # Whatever this event did (frames written, a client gone) may have unblocked
+            # the change feed.
+            self._route_feed()
+            if pipeline.overflowed:
+                self._close_slow_consumers()
         self._out = pipeline.out = []
         return out
 
@@ -384,6 +406,8 @@ class Engine:
             heard_from(conn, event.now)
 
     def _on_time(self, event: TimePassed) -> None:
+        if self._feed and self._pipeline.congested:
+            self._close_stalled(event.now)
         keepalive = self._keepalive
         if not keepalive.due(event.now):
             return
@@ -396,6 +420,23 @@ class Engine:
             elif verdict is KeepaliveVerdict.PING:
                 self._out.append(SendPing(connection_id=conn.id))
         keepalive.swept(self._now, any_connections=bool(self._connections))
+
+    def _close_stalled(self, now: float) -> None:
+        """Close the clients that have held the change feed back for
+        ``Limits.feed_stall_timeout``: the others must not wait for them any longer."""
+        limit = self.limits.feed_stall_timeout
+        for connection_id, since in list(self._pipeline.congested.items()):
+            if now - since < limit:
+                continue
+            conn = self._connections.get(connection_id)
+            self._pipeline.congested.pop(connection_id, None)
+            if conn is not None and conn.state is ConnState.OPEN:
+                self._close(
+                    conn,
+                    CLOSE_POLICY_VIOLATION,
+                    "client is not keeping up with the change feed",
+                    discard_queued=True,
+                )
 
     def _schedule_sweep(self) -> None:
         self._keepalive.schedule(self._now, any_connections=bool(self._connections))
@@ -1221,11 +1262,31 @@ class Engine:
                 )
                 self._position = 0
             self._epoch = event.epoch
-        for entry in event.entries:
-            self._route_entry(entry)
+            if self._feed:
+                self._log(
+                    LOG_WARNING,
+                    f"{len(self._feed)} change log entries of the old epoch not routed",
+                )
+                self._feed.clear()
+            self._feed_through = 0
+        self._feed.extend(event.entries)
         through = event.through
-        if isinstance(through, int) and through > self._position:
-            self._position = through
+        if isinstance(through, int) and not isinstance(through, bool):
+            self._feed_through = max(self._feed_through, through)
+        self._route_feed()
+
+    def _route_feed(self) -> None:
+        """Route the entries handed over, in order, while no subscribing client is too far
+        behind (``Pipeline.congested``); the rest wait for its frames to be written, or
+        for it to be closed after ``Limits.feed_stall_timeout``."""
+        feed = self._feed
+        congested = self._pipeline.congested
+        while feed and not congested:
+            self._route_entry(feed.popleft())
+        if feed:
+            return
+        if self._feed_through > self._position:
+            self._position = self._feed_through
         if self._starting:
             # Subscriptions whose start read beyond the position are fully live once the
             # position has caught up with it.

@@ -29,7 +29,10 @@ holding runs not yet sent (a write may start in the event that finishes the one 
 
 With a change feed, a pong says how far the connection has been notified, which is known
 only when it is sent: its run finishes with :data:`PENDING_PONG`, and :meth:`Pipeline.flush`
-asks the engine for the frame (``pong``) as it sends it.
+asks the engine for the frame (``pong``) as it sends it. A subscribing connection whose
+backlog reaches half of ``outbound_queue`` is *congested* (``Pipeline.congested``, with
+the time it became so) until it falls to a quarter: the engine routes no change-log entry
+meanwhile (docs/core.md "Pacing the change feed").
 
 The pipeline never changes ``Connection.state``: opening and closing are the engine's.
 """
@@ -176,12 +179,16 @@ class Pipeline:
 
     __slots__ = (
         "_backlog_high_water",
+        "_congested_above",
         "_drained",
         "_pong",
         "_read_ahead",
+        "_relieved_below",
         "_start",
+        "congested",
         "draining",
         "limits",
+        "now",
         "out",
         "overflowed",
     )
@@ -207,6 +214,13 @@ class Pipeline:
         # The two high-water marks, read on every request (Limits is frozen: they are fixed).
         self._read_ahead = limits.requests_read_ahead
         self._backlog_high_water = limits.backlog_high_water
+        #: Subscribing connections too far behind for the change feed to go on, by id,
+        #: with the time each became so (only tracked when the engine has a feed).
+        self.congested: dict[Hashable, float] = {}
+        self._congested_above = limits.outbound_queue // 2 if pong is not None else None
+        self._relieved_below = limits.outbound_queue // 4
+        #: The current event's ``now`` (the engine sets it).
+        self.now = 0.0
 
     # --- runs in -------------------------------------------------------------------
 
@@ -263,6 +277,7 @@ class Pipeline:
         conn.waiting.clear()
         conn.held = None
         conn.holders = 0
+        self.congested.pop(conn.id, None)
 
     def pump(self, conn: Connection) -> None:
         """Start every run that may start now, in order; then send what is finished.
@@ -345,6 +360,14 @@ class Pipeline:
         conn.backlog += 1
         if conn.backlog > self.limits.outbound_queue + conn.burst_allowance:
             self._slow_consumer(conn, "outbound queue full: client is not reading")
+        above = self._congested_above
+        if (
+            above is not None
+            and conn.backlog - conn.burst_allowance >= above
+            and conn.subscriptions
+            and conn.id not in self.congested
+        ):
+            self.congested[conn.id] = self.now
 
     def notify(self, conn: Connection, frame: str) -> None:
         """Send a notification, or hold it while the connection's own write response is
@@ -412,6 +435,8 @@ class Pipeline:
             conn.burst_allowance = allowance if allowance > 0 else 0
         if conn.paused:
             self.update_reading(conn)
+        if self.congested and conn.backlog - conn.burst_allowance <= self._relieved_below:
+            self.congested.pop(conn.id, None)
 
     def _at_high_water(self, conn: Connection, runs: int) -> bool:
         """Whether :meth:`update_reading` would pause a connection that is not paused: the

@@ -290,3 +290,34 @@ def test_the_demo_installs_the_log_and_serves_the_change_feed(tmp_path: Path) ->
             if stream is not None:
                 stream.close()
     assert process.returncode == 0
+
+
+async def test_a_bulk_change_reaches_every_subscriber_whole(tmp_path: Path) -> None:
+    """3,000 rows inserted by one plain-SQL transaction: three times the outbound queue
+    arrive in a burst; subscribers get every one, in order, and none is closed (the engine
+    routes them at the pace the clients read)."""
+    app = installed_app(tmp_path, change_feed=True)
+    with trio.fail_after(60):
+        async with serving(app) as url, client(url) as first, client(url) as second:
+            for watcher in (first, second):
+                await watcher.request("subscribe", "users", schema="public")
+
+            def bulk_insert() -> None:
+                conn = sqlite3.connect(tmp_path / "test.db", timeout=10)
+                conn.executemany(
+                    "INSERT INTO users (name, status) VALUES (?, 'active')",
+                    [(f"u{n}",) for n in range(3000)],
+                )
+                conn.commit()
+                conn.close()
+
+            received: dict[int, list[int]] = {}
+
+            async def read_all(watcher: Any) -> None:
+                received[id(watcher)] = [(await watcher.recv())["seq"] for _ in range(3000)]
+
+            async with trio.open_nursery() as nursery:
+                for watcher in (first, second):
+                    nursery.start_soon(read_all, watcher)
+                await trio.to_thread.run_sync(bulk_insert)
+            assert list(received.values()) == [list(range(1, 3001))] * 2

@@ -16,8 +16,10 @@ a client, so every subscription starts at a known position.  Then the thread loo
   a poll that finds nothing costs one pragma;
 * it reads ``read_changes(after=position)`` in batches, converts each entry (table to the
   registered entity) and hands the batch to the loop thread, where it is fed to the
-  engine; the next batch is read only once the loop has taken this one, so at most one
-  batch is in memory.
+  engine; the next batch is read only once the loop has taken this one and the engine
+  has routed all but a batch of what it holds (``Engine.feed_backlog``: the engine paces
+  routing by its slowest subscribers, docs/core.md "Pacing the change feed"), so at most
+  two batches are in memory and the rest waits in the database.
 
 A failure (a lost connection, the log uninstalled) is logged and retried with backoff from
 the last position handed over, so a reconnect catches up and nothing is dropped; nothing
@@ -90,8 +92,21 @@ class Retention:
     every: float | None = attrs.field(default=60.0, validator=_positive_or_none)
 
 
+#: How many entries the engine holds not yet routed (``Engine.feed_backlog``); read from
+#: the tailer's thread (an int attribute: no lock needed).
+Backlog = Callable[[], int]
+
+
+def _nothing_held() -> int:
+    return 0
+
+
 def tailer_for(
-    storage: Any, deliver: Deliver, retention: Retention | None = None
+    storage: Any,
+    deliver: Deliver,
+    retention: Retention | None = None,
+    *,
+    backlog: Backlog = _nothing_held,
 ) -> Tailer | MemoryTailer:
     """The tailer of ``storage``; :class:`ChangeFeedUnavailable` when it has no change log
     to follow."""
@@ -102,14 +117,21 @@ def tailer_for(
                 "change_feed=True needs MemoryStorage(..., change_log_epoch=...) to keep a "
                 "change log"
             )
-        return MemoryTailer(storage, deliver, retention)
-    return Tailer(storage, deliver, retention)
+        return MemoryTailer(storage, deliver, retention, backlog=backlog)
+    return Tailer(storage, deliver, retention, backlog=backlog)
 
 
 class Tailer:
     """The change-log reader of one server; see the module docstring."""
 
-    def __init__(self, storage: Any, deliver: Deliver, retention: Retention | None = None) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        deliver: Deliver,
+        retention: Retention | None = None,
+        *,
+        backlog: Backlog = _nothing_held,
+    ) -> None:
         from ..storage.peewee import PeeweeStorage, changelog
 
         if not isinstance(storage, PeeweeStorage):
@@ -119,6 +141,7 @@ class Tailer:
             )
         self._changelog = changelog
         self.retention = retention if retention is not None else Retention()
+        self._backlog = backlog
         self.storage = storage
         self.database = storage.database
         self._deliver_to_engine = deliver
@@ -303,9 +326,13 @@ class Tailer:
             self._taken.clear()
             schedule(self._hand_over, (epoch, entries, through))
             self.position = through
-            # One batch in flight: wait until the loop has fed it.
+            # One batch in flight: wait until the loop has fed it, and the engine has routed
+            # all but a batch of what it holds.
             while not self._taken.wait(0.1):
                 if self._stopping.is_set():
+                    return
+            while self._backlog() >= TAILER_BATCH:
+                if self._stopping.wait(0.01):
                     return
             if len(found) < TAILER_BATCH:
                 return
@@ -408,11 +435,17 @@ class MemoryTailer:
     POLL_INTERVAL = 0.05
 
     def __init__(
-        self, storage: MemoryStorage, deliver: Deliver, retention: Retention | None = None
+        self,
+        storage: MemoryStorage,
+        deliver: Deliver,
+        retention: Retention | None = None,
+        *,
+        backlog: Backlog = _nothing_held,
     ) -> None:
         assert storage.change_log_epoch is not None
         self.storage = storage
         self.retention = retention if retention is not None else Retention()
+        self._backlog = backlog
         self._deliver_to_engine = deliver
         self.epoch: str = storage.change_log_epoch
         self.position = 0
@@ -450,7 +483,7 @@ class MemoryTailer:
 
     def _catch_up(self) -> None:
         storage = self.storage
-        while storage.last_seq > self.position:
+        while storage.last_seq > self.position and self._backlog() < TAILER_BATCH:
             if self.position < storage.trimmed_through:
                 logger.error(
                     "change feed: this server fell behind the log's retention: changes "
