@@ -86,6 +86,8 @@ class WsspecProcess:
                 preexec_fn=die_with_parent,
             )
         self.url = ""
+        self.killed = False
+        self.stop_seconds = 0.0
         try:
             self.url = self._wait_ready(ready_timeout)
         except BaseException:
@@ -122,6 +124,7 @@ class WsspecProcess:
 
     def kill(self) -> None:
         """SIGKILL, by PID."""
+        self.killed = True
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)
         self.process.wait(15)
