@@ -1,9 +1,14 @@
-"""What the runtime reads from the frames it handles, for its metrics: a request's
-operation, a response's outcome (wsspec.runtime.metrics), on frames the engine's own codec
-writes."""
+"""The operations pieces without sockets: what the runtime reads from the frames it handles
+for its metrics (a request's operation, a response's outcome, on frames the engine's own
+codec writes), and what the ASGI routes answer while no runtime runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import orjson
+from wsserver_support import memory_app
 from wsspec.runtime.metrics import (
     NOTIFICATION_PREFIX,
     PONG_PREFIX,
@@ -70,3 +75,28 @@ def test_outcome_labels_are_bounded() -> None:
     outcomes = metrics.requests["read"].outcomes
     assert len(outcomes) == 65 and outcomes["other"] == 36
     assert sum(metrics.requests["read"].latency.counts) == 100
+
+
+async def test_asgi_routes_without_a_running_runtime(tmp_path: Path) -> None:
+    """Mounted without its lifespan, the ASGI app is not alive for /healthz, not ready, and
+    still serves its (empty) metrics; other paths are 404."""
+    app = memory_app(tmp_path)
+    answers: dict[str, tuple[int, bytes]] = {}
+
+    for path in ("/healthz", "/readyz", "/metrics", "/elsewhere"):
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+        await app.asgi(scope, receive, send)
+        answers[path] = (sent[0]["status"], sent[1]["body"])
+    assert answers["/healthz"] == (503, b"not running\n")
+    assert answers["/readyz"][0] == 503
+    assert orjson.loads(answers["/readyz"][1]) == {"ready": False, "status": "not running"}
+    assert answers["/metrics"][0] == 200 and b"wsspec_connections 0.0" in answers["/metrics"][1]
+    assert answers["/elsewhere"][0] == 404
