@@ -227,8 +227,22 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
     try:
         yield f"{dsn}{'&' if '?' in dsn else '?'}options={options}", schema
     finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+        drop = f'DROP SCHEMA "{schema}" CASCADE'
+        try:
+            admin.execute(drop)
+        except psycopg.OperationalError:
+            # The test restarted the server: drop it on a new connection once it is back.
+            for attempt in range(30):
+                try:
+                    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as again:
+                        again.execute(drop)
+                    break
+                except psycopg.OperationalError:
+                    if attempt == 29:
+                        raise
+                    time.sleep(1)
+        finally:
+            admin.close()
 
 
 @pytest.mark.postgres
@@ -487,3 +501,69 @@ def test_a_reset_log_is_followed_under_its_new_epoch(
     assert (epoch, through) == (new_epoch, 1)
     assert [(e.seq, e.new["name"]) for e in entries] == [(1, "new")]
     assert "epoch changed" in caplog.text
+
+
+def restart_postgres() -> None:
+    """Restart the PostgreSQL server this machine runs (``pg_ctlcluster``, as root)."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.postgres
+def test_postgresql_restarted_while_writes_go_on_loses_nothing(tmp_path: Path) -> None:
+    """The PostgreSQL server itself restarts while a third program inserts rows: every
+    connection of the server dies at once. Afterwards the server's subscriber has received
+    every committed row exactly once, in order: the tailer reconnected and caught up."""
+    if os.geteuid() != 0 or not os.path.isdir("/etc/postgresql"):
+        pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster on this machine")
+    dsn = os.environ.get("WSSPEC_TEST_POSTGRES_DSN", "")
+    with postgres_schema() as (db, schema):
+        install(tmp_path, db)
+        committed: list[str] = []
+        stop = threading.Event()
+
+        def write() -> None:
+            """Insert until told to stop; a row counts once its commit returned."""
+            n = 0
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(
+                        dsn, autocommit=True, connect_timeout=5, options=f"-c search_path={schema}"
+                    ) as conn:
+                        while not stop.is_set():
+                            n += 1
+                            conn.execute("INSERT INTO users (name) VALUES (%s)", (f"r{n}",))
+                            committed.append(f"r{n}")
+                            time.sleep(0.01)
+                except psycopg.Error:
+                    time.sleep(0.2)  # the server is restarting; an uncommitted row is lost
+
+        with servers(tmp_path, db, count=1) as (server,):
+            watcher = Client(server.url)
+            writer = threading.Thread(target=write)
+            try:
+                watcher.request("subscribe")
+                writer.start()
+                time.sleep(0.5)
+                restart_postgres()
+                time.sleep(1.0)  # writes after the restart too
+                stop.set()
+                writer.join(30)
+                assert len(committed) > 20
+                received = []
+                while len(received) < len(committed):
+                    note = watcher.recv(timeout=20)
+                    received.append((note["seq"], note["data"]["name"]))
+                watcher.nothing_more(1.0)
+            finally:
+                stop.set()
+                watcher.close()
+        assert [name for _, name in received] == committed
+        seqs = [seq for seq, _ in received]
+        assert seqs == sorted(set(seqs))
+        assert "reading the change log failed" in server.stderr, server.stderr
