@@ -1223,6 +1223,14 @@ class Engine:
         )
 
     def _on_change(self, event: ChangeCommitted) -> None:
+        if self._change_feed:
+            # The log already has every committed change, with its seq; one notified
+            # beside it would carry none, and clients de-duplicate and resume by seq.
+            self._log(
+                LOG_WARNING,
+                "ChangeCommitted ignored: with the change feed, changes come from the log",
+            )
+            return
         # The change comes from outside: whatever is wrong with it is logged and skipped.
         try:
             resolved = self.registry.resolve(event.schema, event.entity)

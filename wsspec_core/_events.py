@@ -137,7 +137,9 @@ class ChangeCommitted:
     The row is coerced to the entity's column types like written data (``"7"`` on an
     integer column is 7); columns the entity does not have are dropped. A change naming an
     unknown entity, or a row that cannot be coerced, is logged (a ``Log`` action) and
-    skipped: it comes from outside and must not stop the engine."""
+    skipped: it comes from outside and must not stop the engine. An engine with a change
+    feed logs and ignores it: the log has every committed change already, with its
+    ``seq``."""
 
     schema: str | None
     entity: str

@@ -97,3 +97,19 @@ def test_through_moves_the_position_once_the_entries_before_it_are_routed() -> N
     assert d.engine.position == 100
     written(d, "slow", 100)
     assert d.engine.position == 400
+
+
+def test_change_committed_is_ignored_with_the_feed() -> None:
+    # Notified beside the log it would carry no seq, and be notified twice.
+    d = make()
+    d.feed(
+        ws.ChangeCommitted(
+            schema="public",
+            entity="users",
+            operation=CREATE,
+            row={"id": 1, "name": "x", "status": "a", "age": 1},
+            now=d.now,
+        )
+    )
+    assert d.take("reader") == [] and d.take("slow") == []
+    assert any("ChangeCommitted ignored" in log.message for log in d.logged)
