@@ -1135,7 +1135,7 @@ class Engine:
             try:
                 frames.append(
                     self._notification_frame(
-                        entity, operation, subscription, data, effect, seq, timestamp
+                        entity, operation, subscription.id, data, effect, seq, timestamp
                     )
                 )
             except Exception as exc:
@@ -1174,20 +1174,34 @@ class Engine:
         what: str,
     ) -> None:
         """Send each ``(subscription, data, change)`` its notification of one change, in
-        order; a row the codec cannot write is logged and not notified to anyone."""
+        order; a row the codec cannot write is logged and not notified to anyone.
+
+        The frames of one change differ only in ``subscription_id`` (and in ``data`` and
+        ``change`` between added/modified and removed): each distinct frame is encoded
+        once, and each subscription's frame spliced from its two halves around the id.
+        The id comes before ``data`` in the frame (``encode`` writes a notification's
+        keys in a fixed order), so the first ``"subscription_id":""`` is the key's; ids
+        are the engine's ``sub-N``, which JSON writes as they are."""
         timestamp = self._timestamp()
         starting = self._starting
+        halves: dict[tuple[int, str | None], tuple[str, str]] = {}
         for subscription, data, change in deliveries:
             conn = self._connections.get(subscription.connection_id)
             if conn is None or conn.state is not ConnState.OPEN:
                 continue
-            try:
-                frame = self._notification_frame(
-                    entity, operation, subscription, data, change, seq, timestamp
-                )
-            except Exception as exc:
-                self._log(LOG_ERROR, f"{what} not notified: its row cannot be encoded ({exc})")
-                return
+            key = (id(data), change)
+            parts = halves.get(key)
+            if parts is None:
+                try:
+                    frame = self._notification_frame(
+                        entity, operation, "", data, change, seq, timestamp
+                    )
+                except Exception as exc:
+                    self._log(LOG_ERROR, f"{what} not notified: its row cannot be encoded ({exc})")
+                    return
+                cut = frame.index(_EMPTY_SUBSCRIPTION_ID) + _ID_VALUE_OFFSET
+                parts = halves[key] = (frame[:cut], frame[cut:])
+            frame = parts[0] + subscription.id + parts[1]
             if starting:
                 start = starting.get(subscription.id)
                 if start is not None:
@@ -1203,7 +1217,7 @@ class Engine:
     def _notification_frame(
         entity: Entity,
         operation: Operation,
-        subscription: Subscription,
+        subscription_id: str,
         data: Row | None,
         change: str | None,
         seq: int | None,
@@ -1212,7 +1226,7 @@ class Engine:
         return encode(
             Notification(
                 operation=operation,
-                subscription_id=subscription.id,
+                subscription_id=subscription_id,
                 schema=entity.schema,
                 entity=entity.name,
                 data=data,
@@ -1430,6 +1444,10 @@ class Engine:
         ShutdownRequested: _on_shutdown,
     }
 
+
+#: Where a notification frame written with an empty ``subscription_id`` is cut in two.
+_EMPTY_SUBSCRIPTION_ID = '"subscription_id":""'
+_ID_VALUE_OFFSET = len('"subscription_id":"')
 
 _LOG_RESET = ErrorInfo(
     code="subscribe_error",

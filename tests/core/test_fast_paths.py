@@ -290,3 +290,58 @@ def test_the_plain_read_fast_path_decodes_as_the_general_path(obj: dict[str, Any
         assert type(fast.id) is type(general.id)
         assert type(fast.record_id) is type(general.record_id)  # type: ignore[union-attr]
     assert _typed(_decode_object(obj, {})) == _typed(general)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.text(max_size=30) | st.just('"subscription_id":""'),
+    subscribers=st.integers(1, 4),
+    feed=st.booleans(),
+)
+def test_a_notification_spliced_for_each_subscriber_is_the_frame_encode_writes(
+    name: str, subscribers: int, feed: bool
+) -> None:
+    """One change to several subscribers is encoded once and spliced around each id: the
+    same bytes as ``encode(Notification(...))`` for each, whatever the row holds (even
+    the text the splice looks for)."""
+    registry = ws.EntityRegistry([USERS])
+    engine = ws.Engine(registry, limits=ws.Limits(keepalive_interval=None), change_feed=feed)
+    d = Driver(engine)
+    if feed:
+        d.feed(ws.ChangesLogged(epoch="E", entries=(), through=0, now=d.now))
+    ids = []
+    for n in range(subscribers):
+        d.connect(n)
+        reply = d.request(
+            n, {"id": "s", "type": "subscription", "operation": "subscribe", "entity": "users"}
+        )
+        ids.append(reply["data"]["subscription_id"])
+    row = {"id": 1, "name": name, "status": None, "age": None, "score": None, "born": None}
+    if feed:
+        entry = ws.LogEntry(
+            seq=1, schema="public", entity="users", operation=ws.Operation.CREATE, old=None, new=row
+        )
+        actions = engine.handle(ws.ChangesLogged(epoch="E", entries=(entry,), now=d.now))
+    else:
+        actions = engine.handle(
+            ws.ChangeCommitted(
+                schema="public", entity="users", operation=ws.Operation.CREATE, row=row, now=d.now
+            )
+        )
+    frames = [a.frame for a in actions if isinstance(a, ws.Send)]
+    timestamp = orjson.loads(frames[0])["timestamp"]
+    assert frames == [
+        ws.encode(
+            ws.Notification(
+                operation=ws.Operation.CREATE,
+                subscription_id=subscription_id,
+                schema="public",
+                entity="users",
+                data=row,
+                timestamp=timestamp,
+                seq=1 if feed else None,
+                change="added" if feed else None,
+            )
+        )
+        for subscription_id in ids
+    ]
