@@ -80,12 +80,13 @@ async def test_revoked_token_is_closed_from_another_thread(tmp_path: Path) -> No
                 )
             )
             assert closed == 1
+            # The engine is told at once, before alice has even read the close frame: her
+            # subscription is gone (nothing is routed to her any more) and the disconnect
+            # hooks run, as for any end.
+            assert app.subscription_count == 0
+            await wait_until(lambda: disconnected == ["alice-1"])
             reason = await closed_with(alice)
             assert (reason.code, reason.reason) == (4001, "token revoked")
-            # The engine saw the end as any other: disconnect hooks ran, the
-            # subscription is gone.
-            await wait_until(lambda: disconnected == ["alice-1"])
-            await wait_until(lambda: app.subscription_count == 0)
             # Bob is untouched.
             assert (await bob.request("read", "users"))["success"]
             assert [info.metadata["token"] for info in app.connections()] == ["bob-1"]

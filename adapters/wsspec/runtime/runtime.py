@@ -184,6 +184,7 @@ class Connection:
         "closing",
         "connected_at",
         "decided",
+        "engine_closed",
         "id",
         "info",
         "may_read",
@@ -220,6 +221,8 @@ class Connection:
         self.tasks: anyio.abc.TaskGroup | None = None
         #: Wall-clock time of the accept.
         self.connected_at = 0.0
+        #: The engine was told it closed (a revocation tells it before the socket ends).
+        self.engine_closed = False
         #: (time read, operation) of each request read and not yet answered, oldest first:
         #: responses leave in that order, so the next response answers the first (metrics).
         #: A list, not a deque: an empty deque costs 10 times the memory per idle
@@ -503,11 +506,19 @@ class Runtime:
     def _close_from_server(self, conn: Connection, code: int, reason: str) -> None:
         """Close ``conn`` as the engine closes a slow consumer: what is queued for it is
         dropped (a revoked client gets nothing more), the close frame leaves at once, no
-        further request is read. The engine hears ``ConnectionClosed`` when the
-        connection ends, as for any close, and runs the disconnect hooks then; until
-        then the frames it sends this connection are dropped here."""
-        if not conn.closing:
-            self._start_close(conn, code, reason, discard_queued=True, slow_consumer=False)
+        further request is read.
+
+        The engine has no event for a close the application asks for, so it is told the
+        connection is gone (``ConnectionClosed``) now rather than when the closing
+        handshake ends: it drops the subscriptions and runs the disconnect hooks at once,
+        as for any end, and no frame of this connection, which will never be reported
+        written, holds back the change feed it paces by its slowest subscriber
+        (docs/core.md) while a client takes its time to answer the close."""
+        if conn.closing:
+            return
+        self._start_close(conn, code, reason, discard_queued=True, slow_consumer=False)
+        conn.engine_closed = True
+        self.feed(ConnectionClosedEvent(connection_id=conn.id, **self.now()))
 
     # --- action handlers: none of them awaits ----------------------------------------------
 
@@ -720,7 +731,8 @@ class Runtime:
             pass
         finally:
             del self.connections[conn.id]
-            self.feed(ConnectionClosedEvent(connection_id=conn.id, **self.now()))
+            if not conn.engine_closed:
+                self.feed(ConnectionClosedEvent(connection_id=conn.id, **self.now()))
             if conn.accepted:
                 how = (
                     f"code {conn.close_code}"
