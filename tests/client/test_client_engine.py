@@ -550,3 +550,32 @@ def test_a_pong_answered_before_a_resume_does_not_skip_its_replay() -> None:
     d.notify("sub-2", 1)
     d.notify("sub-2", 2)
     assert d.delivered() == [1, 2, 1, 2]
+
+
+def test_a_transient_subscribe_error_is_retried_with_backoff_from_the_same_position() -> None:
+    d = ClientDriver(reconnect_initial=1.0)
+    d.open()
+    d.subscribe()
+    d.reply_subscribe(d.last_sent(), "sub-1", seq=4)
+    d.lose()
+    (resubscribe,) = d.sent(d.open())
+    error = {"code": "subscribe_error", "message": "the log was reset while it started"}
+    refused = d.receive(
+        {"id": resubscribe["id"], "type": "response", "success": False, "error": error}
+    )
+    assert d.of(wc.EndSubscription, refused) == [] and d.sent(refused) == []
+    assert d.engine.next_deadline() == d.now + 1.0
+    (again,) = d.sent(d.advance(1.0))
+    assert again["resume"] == {"epoch": EPOCH, "seq": 4}
+    d.receive({"id": again["id"], "type": "response", "success": False, "error": error})
+    assert d.engine.next_deadline() == d.now + 2.0  # backing off
+    (third,) = d.sent(d.advance(2.0))
+    assert d.reply_subscribe(third, "sub-2", seq=4, recovered=True) == []
+    d.notify("sub-2", 5)
+    assert d.delivered() == [5]
+    # Other refusals end it.
+    d.lose()
+    (last,) = d.sent(d.open())
+    error = {"code": "unauthorized", "message": "no longer"}
+    (ended,) = d.receive({"id": last["id"], "type": "response", "success": False, "error": error})
+    assert isinstance(ended, wc.EndSubscription) and ended.failure.code == "unauthorized"

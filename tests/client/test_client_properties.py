@@ -56,6 +56,8 @@ class ModelServer:
         self.next_sid = 0
         self.changes: list[tuple[int, dict[str, int] | None, dict[str, int] | None]] = []
         self.sent_notifications: list[str] = []
+        #: Answer the next subscribe with ``subscribe_error`` (a transient refusal).
+        self.refuse_next_subscribe = False
 
     @property
     def last(self) -> int:
@@ -149,6 +151,11 @@ class ModelServer:
             self.subscribe(message)
 
     def subscribe(self, message: dict[str, Any]) -> None:
+        if self.refuse_next_subscribe:
+            self.refuse_next_subscribe = False
+            error = {"code": "subscribe_error", "message": "the log was reset meanwhile"}
+            self.send({"id": message["id"], "type": "response", "success": False, "error": error})
+            return
         kind = message["options"]["kind"]
         self.next_sid += 1
         sid = f"sub-{self.next_sid}"
@@ -373,6 +380,10 @@ class ClientAgainstModelServer(RuleBasedStateMachine):
         server.log = []
         server.changes = []
         server.trimmed_through = 0
+
+    @rule()
+    def server_refuses_the_next_subscribe(self) -> None:
+        self.server.refuse_next_subscribe = True
 
     @rule()
     def log_is_trimmed(self) -> None:

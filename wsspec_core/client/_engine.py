@@ -28,7 +28,9 @@ The engine holds one *connection phase* and two tables that outlive connections:
   sends fresh rows (``recovered: false``: a :class:`Resync`, after which the position is
   the reply's ``seq``). A subscription without a position (a server without the change
   feed) is subscribed again plainly and also gets a ``Resync``: changes may have been
-  missed, and the application must know.
+  missed, and the application must know. A subscribe refused with a transient error
+  (``subscribe_error``, ``rate_limited``) is sent again after a backoff; any other
+  refusal ends the subscription (``EndSubscription``).
 
 The phases: ``IDLE`` until ``ConnectRequested``; ``CONNECTING`` (an ``OpenConnection`` is
 out, bounded by ``connect_timeout``); ``OPEN``; ``WAITING`` until the backoff's
@@ -94,6 +96,7 @@ from ._values import (
     NO_POSITION,
     NOT_CONNECTED,
     NOT_RECOVERED,
+    ORIGIN_SERVER,
     RESUME_UNSUPPORTED,
     TIMEOUT,
     Change,
@@ -109,6 +112,10 @@ LOG_WARNING = 30
 _RETRY_SAFE = frozenset({"read", "meta"})
 #: An ``invalid_request`` failure: the application's data cannot be written as JSON.
 INVALID_REQUEST = "invalid_request"
+#: Subscribe errors that say "try again" (docs/protocol.md "Snapshot and resume":
+#: ``subscribe_error`` "subscribing again is the remedy in every case"; a rate limit
+#: passes): the subscribe is sent again after a backoff, on the same connection.
+RETRY_SUBSCRIBE = frozenset({"subscribe_error", "rate_limited"})
 
 
 class Phase(enum.Enum):
@@ -160,6 +167,9 @@ class _Subscription:
     pending: str | None = None
     #: The subscribe in flight carries ``resume``.
     resuming: bool = False
+    #: After a retryable refusal: when to subscribe again, and how many in a row.
+    retry_at: float | None = None
+    retries: int = 0
 
     @property
     def live(self) -> bool:
@@ -258,6 +268,7 @@ class ClientEngine:
         elif self._phase is Phase.CONNECTING:
             deadlines.append(self._since + self.config.connect_timeout)
         elif self._phase is Phase.OPEN:
+            deadlines += [s.retry_at for s in self._subscriptions.values() if s.retry_at]
             if self._ping is not None:
                 deadlines.append(self._pong_deadline(self._ping[1]))
             elif self.config.ping_interval is not None:
@@ -407,6 +418,9 @@ class ClientEngine:
                 actions.append(CloseConnection(connection_id=self._connection_id, reason=reason))
                 actions += self._attempt_failed(now, event.jitter, reason, None)
         elif self._phase is Phase.OPEN:
+            for sub in self._subscriptions.values():
+                if sub.retry_at is not None and sub.retry_at <= now:
+                    actions.append(self._send_subscribe(sub))
             if self._ping is not None:
                 if now >= self._pong_deadline(self._ping[1]):
                     reason = f"no pong within {self.config.pong_timeout:g} s"
@@ -439,7 +453,7 @@ class ClientEngine:
             return [Log(level=LOG_WARNING, message="ignored a frame that is not a JSON object")]
         kind = message.get("type")
         if kind == "response":
-            return self._response(message)
+            return self._response(message, event.now)
         if kind == "notification":
             return self._notification(message)
         if kind == "pong":
@@ -448,7 +462,7 @@ class ClientEngine:
 
     # --- frames from the server -----------------------------------------------------------
 
-    def _response(self, message: dict[str, Any]) -> list[Action]:
+    def _response(self, message: dict[str, Any], now: float) -> list[Action]:
         wire_id = message.get("id")
         sent = self._sent.pop(wire_id, None) if isinstance(wire_id, str) else None
         if sent is None:
@@ -467,7 +481,7 @@ class ClientEngine:
             )
             return [FailCall(call_id=key, failure=failure)]
         if kind is _Sent.SUBSCRIBE:
-            return self._subscribe_reply(self._subscriptions[key], message)
+            return self._subscribe_reply(self._subscriptions[key], message, now)
         if kind is _Sent.ABANDONED_SUBSCRIBE and success is True:
             data = message.get("data")
             server_id = data.get("subscription_id") if isinstance(data, dict) else None
@@ -475,7 +489,9 @@ class ClientEngine:
                 return [self._send_unsubscribe(server_id)]
         return []
 
-    def _subscribe_reply(self, sub: _Subscription, message: dict[str, Any]) -> list[Action]:
+    def _subscribe_reply(
+        self, sub: _Subscription, message: dict[str, Any], now: float
+    ) -> list[Action]:
         sub.pending = None
         resuming, sub.resuming = sub.resuming, False
         data = message.get("data")
@@ -489,10 +505,21 @@ class ClientEngine:
                 )
             else:
                 failure = Failure.from_response(message)
+            if failure.code in RETRY_SUBSCRIBE and failure.origin == ORIGIN_SERVER:
+                # Its position is kept: the retry resumes from it. No jitter: the
+                # reconnections before it were jittered already.
+                delay = backoff_delay(self.config, sub.retries, 1.0)
+                sub.retries += 1
+                sub.retry_at = now + delay
+                text = (
+                    f"subscribe refused ({failure.code}: {failure.message}); again in {delay:g} s"
+                )
+                return [Log(level=LOG_INFO, message=text)]
             del self._subscriptions[sub.key]
             sub.deadline = None
             return [EndSubscription(key=sub.key, failure=failure)]
         assert isinstance(data, dict)
+        sub.retries = 0
         sub.server_id = server_id
         self._server_ids[server_id] = sub.key
         epoch = data.get("epoch") if isinstance(data.get("epoch"), str) else None
@@ -580,6 +607,7 @@ class ClientEngine:
         return SendFrame(connection_id=self._connection_id, frame=call.frame)
 
     def _send_subscribe(self, sub: _Subscription) -> SendFrame:
+        sub.retry_at = None
         wire_id = self._wire_id("s")
         message: dict[str, Any] = {
             "id": wire_id,
@@ -665,7 +693,7 @@ class ClientEngine:
                 )
                 actions.append(FailCall(call_id=call.call_id, failure=failure))
         for sub in self._subscriptions.values():
-            sub.server_id = sub.pending = None
+            sub.server_id = sub.pending = sub.retry_at = None
             sub.resuming = False
         return actions + self._wait(now, jitter, reason)
 
