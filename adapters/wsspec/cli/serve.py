@@ -54,7 +54,7 @@ def load_app(target: str, db_url: str | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from .serving import configure_logging, run_app
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     app = load_app(args.target, args.db)
     if args.change_feed:
         app.change_feed = True
