@@ -21,8 +21,16 @@ ACTIVE = [eq("status", "active")]
 class Feed:
     """One engine, one in-memory database with a change log, a hand-driven tailer."""
 
-    def __init__(self, *, max_replay: int = 100, hooks: ws.HookRegistry | None = None) -> None:
-        self.storage = ws.MemoryStorage(REGISTRY, change_log_epoch=EPOCH)
+    def __init__(
+        self,
+        *,
+        max_replay: int = 100,
+        hooks: ws.HookRegistry | None = None,
+        storage: ws.MemoryStorage | None = None,
+    ) -> None:
+        self.storage = (
+            storage if storage is not None else ws.MemoryStorage(REGISTRY, change_log_epoch=EPOCH)
+        )
         engine = ws.Engine(
             REGISTRY,
             hooks=hooks,
@@ -471,18 +479,22 @@ def test_a_pong_after_a_resume_covers_the_replay() -> None:
 
 
 class ResumingSubscriber(RuleBasedStateMachine):
-    """Writes from "other programs", a lagging tailer, storage reads completed late, a
-    client that disconnects and comes back with ``resume`` (and ``snapshot``), retention
-    trimming the log: the client's view, rows plus notifications, always equals the
-    database once everything is delivered; it never receives a change twice or out of
-    order; and ``recovered: false`` comes exactly when the log cannot prove the resume."""
+    """Two servers on one database, writes from "other programs", each server's tailer
+    lagging as it likes, storage reads completed late, a client that disconnects and comes
+    back to either server with ``resume`` (and ``snapshot``), retention trimming the log:
+    the client's view, rows plus notifications, always equals the database once everything
+    is delivered; it never receives a change twice or out of order; and ``recovered:
+    false`` comes exactly when the log cannot prove the resume."""
 
     MAX_REPLAY = 4
 
     def __init__(self) -> None:
         super().__init__()
-        self.feed = Feed(max_replay=self.MAX_REPLAY)
-        self.feed.d.disconnect("c")
+        self.storage = ws.MemoryStorage(REGISTRY, change_log_epoch=EPOCH)
+        self.servers = [Feed(max_replay=self.MAX_REPLAY, storage=self.storage) for _ in (0, 1)]
+        for server in self.servers:
+            server.d.disconnect("c")
+        self.server = self.servers[0]
         self.connection = 0
         self.conn: str | None = None
         self.position: tuple[str, int] | None = None
@@ -496,60 +508,70 @@ class ResumingSubscriber(RuleBasedStateMachine):
         #: means anything (the next rows it gets).
         self.resync_pending = False
 
-    # --- the database and the tailer ----------------------------------------------------
+    # --- the database and the tailers -----------------------------------------------------
 
     @rule(key=st.integers(1, 4), status=st.sampled_from(["active", "away"]))
     def write(self, key: int, status: str) -> None:
-        exists = any(row["id"] == key for row in self.feed.storage.rows("public.users"))
+        feed = self.servers[0]
+        exists = any(row["id"] == key for row in self.storage.rows("public.users"))
         if not exists:
-            self.feed.create(key, status)
+            feed.create(key, status)
         elif status == "away" and key % 2:
-            self.feed.delete(key)
+            feed.delete(key)
         else:
-            self.feed.update(key, status=status, age=self.feed.storage.last_seq)
+            feed.update(key, status=status, age=self.storage.last_seq)
 
-    @rule(limit=st.integers(1, 3))
-    def tail(self, limit: int) -> None:
-        self.feed.tail(limit)
+    @rule(server=st.integers(0, 1), limit=st.integers(1, 3))
+    def tail(self, server: int, limit: int) -> None:
+        self.servers[server].tail(limit)
         self.receive()
 
     @rule(keep=st.integers(1, 3))
     def trim(self, keep: int) -> None:
-        # Never entries the tailer has not read yet: a server that falls behind the
+        # Never entries a tailer has not read yet: a server that falls behind the
         # retention loses changes by definition (the real tailer logs it as an error).
-        storage = self.feed.storage
-        unread = storage.last_seq - self.feed.d.engine.position
-        storage.trim(keep_last=max(keep, unread))
+        behind = min(server.d.engine.position for server in self.servers)
+        self.storage.trim(keep_last=max(keep, self.storage.last_seq - behind))
 
     # --- the client -----------------------------------------------------------------------
 
     @precondition(lambda self: self.conn is None)
-    @rule(snapshot=st.booleans())
-    def connect_and_subscribe(self, snapshot: bool) -> None:
+    @rule(server=st.integers(0, 1), snapshot=st.booleans())
+    def connect_and_subscribe(self, server: int, snapshot: bool) -> None:
+        self.server = self.servers[server]
         self.connection += 1
         self.conn = f"c{self.connection}"
-        self.feed.d.connect(self.conn)
+        self.server.d.connect(self.conn)
         # Without a position the client needs the rows; with one it asks for them in
         # case the resume fails (the usual client), or not (then it must re-read later).
         self.asked_snapshot = snapshot or self.position is None
-        self.feed.subscribe(self.conn, snapshot=self.asked_snapshot, resume=self.position)
-        self.pending_resume = self.position
-        if self.position is not None and self.position[1] == self.feed.d.engine.position:
-            self.expected_recovered = True  # the engine's fast path
+        self._subscribe()
         self.receive()
 
-    @precondition(lambda self: bool(self.feed.d.storage_pending))
-    @rule()
-    def complete_read(self) -> None:
-        action = self.feed.d.storage_pending.popleft()
-        if self.pending_resume is not None:
-            storage = self.feed.storage
+    def _subscribe(self) -> None:
+        assert self.conn is not None
+        self.server.subscribe(self.conn, snapshot=self.asked_snapshot, resume=self.position)
+        self.pending_resume = self.position
+        self.expected_recovered = None
+        if self.position is not None and self.position[1] == self.server.d.engine.position:
+            self.expected_recovered = True  # the engine's fast path
+
+    @precondition(lambda self: any(server.d.storage_pending for server in self.servers))
+    @rule(data=st.data())
+    def complete_read(self, data: st.DataObject) -> None:
+        server = data.draw(st.sampled_from([s for s in self.servers if s.d.storage_pending]))
+        self._complete(server)
+
+    def _complete(self, server: Feed) -> None:
+        action = server.d.storage_pending.popleft()
+        if self.pending_resume is not None and server is self.server:
+            storage = self.storage
             missed = len(storage.read_changes(self.pending_resume[1], 1000))
             self.expected_recovered = (
                 storage.trimmed_through <= self.pending_resume[1] <= storage.last_seq
                 and missed <= self.MAX_REPLAY
             )
-        self.feed.d.finish_storage(action)
+        server.d.finish_storage(action)
         self.receive()
 
     @precondition(lambda self: self.conn is not None)
@@ -557,7 +579,7 @@ class ResumingSubscriber(RuleBasedStateMachine):
     def disconnect(self) -> None:
         assert self.conn is not None
         self.receive()
-        self.feed.d.disconnect(self.conn)
+        self.server.d.disconnect(self.conn)
         self.pending_resume = None  # its read, if still running, is answered to nobody
         self.conn = None
         self.subscription_id = None
@@ -566,9 +588,14 @@ class ResumingSubscriber(RuleBasedStateMachine):
     def receive(self) -> None:
         if self.conn is None:
             return
-        for message in self.feed.d.take(self.conn):
+        for message in self.server.d.take(self.conn):
+            if message["type"] == "response" and not message["success"]:
+                # Too many changes while it started (bounded memory): subscribe again,
+                # as a client does.
+                assert message["error"]["code"] == "subscribe_error", message
+                self._subscribe()
+                continue
             if message["type"] == "response":
-                assert message["success"] is True, message
                 data = message["data"]
                 self.subscription_id = data["subscription_id"]
                 if self.pending_resume is not None:
@@ -602,29 +629,27 @@ class ResumingSubscriber(RuleBasedStateMachine):
 
     @rule()
     def deliver_everything(self) -> None:
-        """Catch up and check the view against the database."""
-        self.feed.tail()
-        while self.feed.d.storage_pending:
-            self.complete_read()
+        """Catch every server up and check the view against the database."""
+        for server in self.servers:
+            server.tail()
+            while server.d.storage_pending:
+                self._complete(server)
         self.receive()
-        if self.conn is None or self.subscription_id is None:
-            return
-        if self.resync_pending:
+        if self.conn is None or self.subscription_id is None or self.resync_pending:
             return
         truth = {
-            row["id"]: row
-            for row in self.feed.storage.rows("public.users")
-            if row["status"] == "active"
+            row["id"]: row for row in self.storage.rows("public.users") if row["status"] == "active"
         }
         assert self.view == truth
 
     @invariant()
     def nothing_for_closed_connections(self) -> None:
-        # The driver asserts no action names a closed connection; here: nothing queued
+        # Each driver asserts no action names a closed connection; here: nothing queued
         # for a connection the client no longer reads.
-        for conn, frames in self.feed.d.sent.items():
-            if conn != self.conn:
-                assert not frames, (conn, frames)
+        for server in self.servers:
+            for conn, frames in server.d.sent.items():
+                if conn != self.conn:
+                    assert not frames, (conn, frames)
 
 
 ResumingSubscriber.TestCase.settings = settings(
