@@ -25,7 +25,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _wsspec_process import (  # noqa: E402
+from _wsspec_process import (
     database,
     install_changelog,
     machine,
