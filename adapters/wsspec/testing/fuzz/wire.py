@@ -132,6 +132,15 @@ class Connection:
             raise PropertyFailure(f"a ping was answered with {pong.get('type')!r}, not a pong")
         self.drain(grace)
 
+    def wait_until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float) -> None:
+        """Read until ``done(inbox)`` holds or ``timeout`` seconds have passed (a change
+        feed notifies asynchronously: there is no barrier to wait on)."""
+        deadline = time.monotonic() + timeout
+        while not done(self.inbox):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._receive(remaining):
+                return
+
     def drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
         while True:

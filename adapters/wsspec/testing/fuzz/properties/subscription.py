@@ -5,6 +5,12 @@ creates, updates and deletes on ``main``, a notification for exactly the writes 
 (the record after a create or update, the record as it was for a delete), with the stored
 record, in commit order; after unsubscribe, none.  A ping round trip on ``sub`` serves as a
 barrier (the server answers in order), plus a grace period for late notifications.
+
+A server with the change feed (its subscribe reply carries ``seq``; PROTOCOL.md "Change
+feed") is held to the feed's rules instead: an update is notified as ``added``,
+``modified`` or ``removed`` by the filters on the record before and after it (``removed``
+carries the record as it matched), and notifications arrive asynchronously, within
+:data:`FEED_DELIVERY` seconds of the write's response (the protocol promises 1 s).
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ __all__ = ["PER_ENTITY", "check"]
 
 #: Run once per entity (else once, drawing the entity).
 PER_ENTITY = True
+
+#: Seconds a change-feed server may take to notify a write (PROTOCOL.md: within 1 s).
+FEED_DELIVERY = 2.0
+
+#: (operation, key, record notified, change or None)
+Expected = tuple[str, Any, dict[str, Any], str | None]
 
 
 def check(fuzzer: Fuzzer, data: st.DataObject, target: Target | None) -> None:
@@ -82,7 +94,8 @@ def check(fuzzer: Fuzzer, data: st.DataObject, target: Target | None) -> None:
     subscription_id = (reply.get("data") or {}).get("subscription_id")
     if not isinstance(subscription_id, str) or not subscription_id:
         raise PropertyFailure("a subscribe response has no subscription_id")
-    expected: list[tuple[str, Any, dict[str, Any]]] = []
+    feed = "seq" in (reply.get("data") or {})
+    expected: list[Expected] = []
     states: list[dict[str, Any] | None] = []
     ours: set[Any] = set()
     try:
@@ -90,7 +103,7 @@ def check(fuzzer: Fuzzer, data: st.DataObject, target: Target | None) -> None:
             stored = fuzzer.create(entity, row)
             states.append(stored)
             ours.add(norm_key(key_column, stored[key_column.name]))
-            _expect(expected, compiled, entity, "create", stored)
+            _expect(expected, compiled, entity, "create", None, stored, feed=feed)
         for operation, index, changes in later:
             current = states[index]
             if current is None:
@@ -103,7 +116,7 @@ def check(fuzzer: Fuzzer, data: st.DataObject, target: Target | None) -> None:
                         f"deleting an own record failed with {error_code(response)!r}"
                     )
                 states[index] = None
-                _expect(expected, compiled, entity, "delete", current)
+                _expect(expected, compiled, entity, "delete", current, None, feed=feed)
                 continue
             if not changes:
                 continue
@@ -122,7 +135,13 @@ def check(fuzzer: Fuzzer, data: st.DataObject, target: Target | None) -> None:
                     raise Refused("validation_error")
                 raise PropertyFailure(f"a valid update failed with {error_code(response)!r}")
             states[index] = response["data"]
-            _expect(expected, compiled, entity, "update", response["data"])
+            _expect(expected, compiled, entity, "update", current, response["data"], feed=feed)
+        if feed:
+            sid: str = subscription_id
+            sub.wait_until(
+                lambda inbox: _count(inbox, sid, entity, ours) >= len(expected),
+                FEED_DELIVERY,
+            )
         sub.barrier(fuzzer.config.grace)
         received = _notifications(sub, subscription_id, entity, ours)
         _compare_notifications(entity, expected, received)
@@ -144,6 +163,8 @@ def check(fuzzer: Fuzzer, data: st.DataObject, target: Target | None) -> None:
         ours.add(norm_key(key_column, stored[key_column.name]))
         fuzzer.delete(entity, stored[key_column.name])
         sub.barrier(fuzzer.config.grace)
+        if feed:  # give late notifications the time a feed may take to arrive
+            sub.drain(min(FEED_DELIVERY, 0.5))
         late = _notifications(sub, subscription_id_after, entity, ours)
         if late:
             raise PropertyFailure(f"a notification arrived after unsubscribe: {dump(late[0])}")
@@ -165,15 +186,50 @@ def check(fuzzer: Fuzzer, data: st.DataObject, target: Target | None) -> None:
 
 
 def _expect(
-    expected: list[tuple[str, Any, dict[str, Any]]],
+    expected: list[Expected],
     compiled: Any,
     entity: Entity,
     operation: str,
-    row: dict[str, Any],
+    old: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+    *,
+    feed: bool,
 ) -> None:
-    normalised = normalise(entity, row)
-    if matches(compiled, normalised):
-        expected.append((operation, normalised[entity.primary_key.name], normalised))
+    """What a write must notify: without a feed, the record after it (before it, for a
+    delete) when that matches; with a feed, its effect on the result set (PROTOCOL.md)."""
+    key = entity.primary_key.name
+    before = normalise(entity, old) if old is not None else None
+    after = normalise(entity, new) if new is not None else None
+    was = before is not None and matches(compiled, before)
+    now = after is not None and matches(compiled, after)
+    if not feed:
+        record = after if after is not None else before
+        if record is not None and matches(compiled, record):
+            expected.append((operation, record[key], record, None))
+        return
+    if was and now:
+        assert after is not None
+        expected.append((operation, after[key], after, "modified"))
+    elif now:
+        assert after is not None
+        expected.append((operation, after[key], after, "added"))
+    elif was:
+        assert before is not None
+        expected.append((operation, before[key], before, "removed"))
+
+
+def _count(
+    inbox: list[dict[str, Any]], subscription_id: str, entity: Entity, ours: set[Any]
+) -> int:
+    key = entity.primary_key
+    return sum(
+        1
+        for m in inbox
+        if m.get("type") == "notification"
+        and m.get("subscription_id") == subscription_id
+        and isinstance(m.get("data"), dict)
+        and norm_key(key, m["data"].get(key.name)) in ours
+    )
 
 
 def _notifications(
@@ -196,7 +252,7 @@ def _notifications(
 
 def _compare_notifications(
     entity: Entity,
-    expected: list[tuple[str, Any, dict[str, Any]]],
+    expected: list[Expected],
     received: list[dict[str, Any]],
 ) -> None:
     key = entity.primary_key
@@ -206,6 +262,11 @@ def _compare_notifications(
         have = got[position] if position < len(got) else None
         if want is not None and have is not None and want[:2] == have[:2]:
             compare(entity, want[2], have[2]["data"], f"the record in a {want[0]} notification")
+            if want[3] is not None and have[2].get("change") != want[3]:
+                raise PropertyFailure(
+                    f"the {want[0]} of {key.name}={dump(want[1])} was notified as "
+                    f"{dump(have[2].get('change'))}, not {dump(want[3])}"
+                )
             for field in ("schema", "entity", "timestamp"):
                 if field not in have[2]:
                     raise PropertyFailure(f"a notification has no {field!r}")
