@@ -170,9 +170,14 @@ def decode(
         parsed = orjson.loads(frame)
     except Exception:  # orjson.JSONDecodeError; also its depth limit, bad UTF-8, bad types
         return _error("", "invalid_message", "Failed to parse message: not a UTF-8 JSON text")
-    if not isinstance(parsed, dict):
+    if type(parsed) is not dict:  # orjson builds plain dicts: no subclass to allow for
         return _error("", "invalid_message", "Message must be a JSON object")
     try:
+        # The plain read first, as _decode_object would try it, one call sooner.
+        if parsed.get("type") == _REQUEST and parsed.get("operation") == _READ:
+            read = _decode_plain_read(parsed, options_cache)
+            if read is not None:
+                return read
         return _decode_object(parsed, options_cache)
     except Exception:  # pragma: no cover - a bug in this module; the tests fuzz for it
         # Belt and braces: a frame must never crash a connection (STYLE.md principle 6).
@@ -282,10 +287,14 @@ def _decode_plain_read(obj: dict[str, Any], options_cache: OptionsCache | None) 
                 record_id = None
         elif kind is not int:
             return None
-    try:
-        options = _read_options(obj.get("options"), options_cache)
-    except _Invalid:
-        return None
+    raw_options = obj.get("options")
+    if raw_options is None:  # a read by id usually has none: skip the call
+        options = _NO_OPTIONS
+    else:
+        try:
+            options = _read_options(raw_options, options_cache)
+        except _Invalid:
+            return None
     return Request(
         id=message_id,
         operation=Operation.READ,

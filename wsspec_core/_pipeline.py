@@ -181,6 +181,7 @@ class Pipeline:
         "_backlog_high_water",
         "_congested_above",
         "_drained",
+        "_max_in_flight",
         "_pong",
         "_read_ahead",
         "_relieved_below",
@@ -214,6 +215,7 @@ class Pipeline:
         # The two high-water marks, read on every request (Limits is frozen: they are fixed).
         self._read_ahead = limits.requests_read_ahead
         self._backlog_high_water = limits.backlog_high_water
+        self._max_in_flight = limits.max_in_flight
         #: Subscribing connections too far behind for the change feed to go on, by id,
         #: with the time each became so (only tracked when the engine has a feed).
         self.congested: dict[Hashable, float] = {}
@@ -227,31 +229,41 @@ class Pipeline:
     def receive(self, conn: Connection, run: Run) -> None:
         """Take a run just admitted from ``conn``: queue it, mind the read-ahead, and start
         or answer whatever may go now."""
-        runs = conn.runs
-        runs.append(run)
-        if (
-            run.kind is RunKind.SHARED
-            and not conn.waiting
-            and not conn.exclusive_running
-            and conn.in_flight < self.limits.max_in_flight
-            and not conn.pumping
-        ):
-            # The common case, a read on a connection with room for it: what pump() would
-            # do for this one run, without its loop. Nothing waits before the run and it
-            # may start at once; the runs before it are all unfinished (every finish
-            # flushes the finished head), so there is nothing to send but what starting
-            # it may finish, and finishing it pumps by itself (we are not pumping).
-            if not conn.paused and self._at_high_water(conn, len(runs)):
-                self.update_reading(conn)
-            run.started = True
-            conn.in_flight += 1
+        if run.kind is RunKind.SHARED and self.start_at_once(conn, run):
             self._start(run)
             return
+        runs = conn.runs
+        runs.append(run)
         if run.kind is not RunKind.DONE:
             conn.waiting.append(run)
         if not conn.paused and self._at_high_water(conn, len(runs)):
             self.update_reading(conn)
         self.pump(conn)
+
+    def start_at_once(self, conn: Connection, run: Run) -> bool:
+        """Take a shared run that may start now, as :meth:`receive` would, and mark it
+        started: the caller starts its steps. ``False``, with nothing done, when it must
+        wait (then hand it to :meth:`receive`).
+
+        The common case, a read on a connection with room for it: what pump() would do
+        for this one run, without its loop. Nothing waits before the run and it may start
+        at once; the runs before it are all unfinished (every finish flushes the finished
+        head), so there is nothing to send but what starting it may finish, and finishing
+        it pumps by itself (we are not pumping)."""
+        if (
+            conn.waiting
+            or conn.exclusive_running
+            or conn.in_flight >= self._max_in_flight
+            or conn.pumping
+        ):
+            return False
+        runs = conn.runs
+        runs.append(run)
+        if not conn.paused and self._at_high_water(conn, len(runs)):
+            self.update_reading(conn)
+        run.started = True
+        conn.in_flight += 1
+        return True
 
     def finish(self, run: Run, frame: str) -> None:
         """``run`` is answered with ``frame``: free its place and send what may go."""

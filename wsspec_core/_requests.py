@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 from ._codec import OptionsCache
 from ._config import Limits
-from ._entities import Entity, EntityRegistry, ResolutionError
-from ._filters import compile_filters
+from ._entities import ColumnType, Entity, EntityRegistry, ResolutionError
+from ._filters import _INT_RANGES, compile_filters
 from ._messages import (
     WRITE_OPERATIONS,
     DecodeError,
@@ -47,10 +47,12 @@ from ._pipeline import Connection, Run, RunKind
 from ._query import (
     Create,
     Delete,
+    Filters,
     InvalidRequest,
     ListResult,
     ReadList,
     ReadOne,
+    Selection,
     StorageError,
     StorageErrorKind,
     StorageOperation,
@@ -75,7 +77,7 @@ class RequestCompiler:
     """Validates messages against one registry and its limits, with a cache of compiled
     query shapes."""
 
-    __slots__ = ("_cache", "_same", "limits", "options_cache", "registry")
+    __slots__ = ("_cache", "_same", "_shapes", "limits", "options_cache", "registry")
 
     def __init__(self, registry: EntityRegistry, limits: Limits) -> None:
         self.registry = registry
@@ -87,6 +89,9 @@ class RequestCompiler:
         self._same: dict[tuple[str, int, int], tuple[Entity, QueryOptions, Any]] = {}
         #: Handed to :func:`~wsspec_core._codec.decode`: options already checked, by text.
         self.options_cache: OptionsCache = {}
+        #: What reads of one shape need (:meth:`read`), by ``(id(entity), id(options))``;
+        #: the entry holds both objects, like ``_same``.
+        self._shapes: dict[tuple[int, int], _ReadShape] = {}
 
     def decode_error(self, message: DecodeError) -> ErrorInfo:
         """The error answering an undecodable message: ``model_not_found`` when the entity
@@ -118,6 +123,66 @@ class RequestCompiler:
         run.record_id = message.record_id
         self.check(run)
         return run
+
+    def read(self, conn: Connection, message: Request) -> Run:
+        """:meth:`compile` of a read (``message.operation`` is READ), for the engine's
+        direct path: the same run and the same errors, with what the read needs found in
+        one lookup of its ``(entity, options)`` shape (:class:`_ReadShape`) rather than one
+        ``_compiled`` lookup per part. A shape not seen yet takes :meth:`check`, which
+        compiles (or refuses) it as always; a successful one is remembered."""
+        resolved = self.registry.resolve(message.schema, message.entity)
+        if isinstance(resolved, ResolutionError):
+            error = not_found_error(resolved)
+            raise InvalidRequest(error.code, error.message, error.details)
+        options = message.options
+        run = Run(conn, RunKind.SHARED, message, resolved, options=options)
+        record_id = run.record_id = message.record_id
+        shape = self._shapes.get((id(resolved), id(options)))
+        if shape is not None and shape.entity is resolved and shape.options is options:
+            if record_id is None:
+                if shape.list_read is not None:
+                    run.key = shape.list_read
+                    return run
+            elif shape.by_id is not None:
+                # The order of check(): filters (known good), the key, the selection
+                # (known good). An integer in range is what coerce_key makes of it.
+                key_range = shape.key_range
+                if (
+                    key_range is not None
+                    and type(record_id) is int
+                    and key_range[0] <= record_id <= key_range[1]
+                ):
+                    key = record_id
+                else:
+                    key = coerce_key(resolved, record_id)
+                filters, selection = shape.by_id
+                run.key = ReadOne(entity=resolved, key=key, filters=filters, selection=selection)
+                return run
+        self.check(run)
+        self._remember(run)
+        return run
+
+    def _remember(self, run: Run) -> None:
+        """Keep the parts of a read ``check`` just compiled for :meth:`read`. Only for
+        options no one can change in place (hashable ones, as ``_compiled`` asks)."""
+        entity = run.entity
+        options = run.options
+        assert entity is not None
+        try:
+            hash(options)
+        except TypeError:
+            return
+        same_key = (id(entity), id(options))
+        shape = self._shapes.get(same_key)
+        if shape is None or shape.entity is not entity or shape.options is not options:
+            if len(self._shapes) >= _COMPILED_CACHE_SIZE:
+                self._shapes.clear()
+            shape = self._shapes[same_key] = _ReadShape(entity, options)
+        key = run.key
+        if isinstance(key, ReadList):
+            shape.list_read = key
+        elif isinstance(key, ReadOne):
+            shape.by_id = (key.filters, key.selection)
 
     def _resolve(self, schema: str | None, name: str) -> Entity:
         resolved = self.registry.resolve(schema, name)
@@ -224,6 +289,24 @@ class RequestCompiler:
             entities = sorted(self.registry.entities(), key=lambda e: (e.schema, e.name))
             return [{"schema": e.schema, "entity": e.name} for e in entities]
         return _describe(entity)
+
+
+class _ReadShape:
+    """The compiled parts of reads of one ``(entity, options)``: the list read, and the
+    filters and selection of a read by id (each ``None`` until one compiled), and the
+    range of an integer primary key (``coerce_key`` returns an ``int`` in it unchanged)."""
+
+    __slots__ = ("by_id", "entity", "key_range", "list_read", "options")
+
+    def __init__(self, entity: Entity, options: QueryOptions) -> None:
+        self.entity = entity
+        self.options = options
+        self.list_read: ReadList | None = None
+        self.by_id: tuple[Filters, Selection] | None = None
+        key = entity.primary_key
+        self.key_range: tuple[int, int] | None = (
+            _INT_RANGES[key.integer_bits] if key.type is ColumnType.INTEGER else None
+        )
 
 
 def size_in_bytes(data: str | bytes, limit: int) -> int:
