@@ -132,7 +132,8 @@ class WsspecProcess:
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status (negative:
-        the signal that ended it) and the seconds it took in ``self.stop_seconds``."""
+        the signal that ended it) and the seconds it took in ``self.stop_seconds`` (0: it
+        had already exited)."""
         began = time.monotonic()
         if self.alive():
             os.kill(self.pid, signal.SIGTERM)
@@ -141,7 +142,7 @@ class WsspecProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
                 self.process.wait(15)
-        self.stop_seconds = time.monotonic() - began
+            self.stop_seconds = time.monotonic() - began
         self._close_pipe()
         return self.process.returncode
 

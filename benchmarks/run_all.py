@@ -529,7 +529,16 @@ def main() -> None:
     parser.add_argument("--page", type=Path, default=ROOT / "docs/benchmarks.md")
     parser.add_argument("--img", type=Path, default=ROOT / "docs/img")
     parser.add_argument("--no-page", action="store_true", help="print, write no file")
+    parser.add_argument(
+        "--render", action="store_true", help="only plot and write the page again from --json"
+    )
     args = parser.parse_args()
+    if args.render:
+        saved: dict[str, Any] = json.loads(args.json.read_text())
+        images = plot_all(saved, args.img)
+        write_section(args.page, "run_all", tables(saved, images), SKELETON)
+        print(f"wrote {', '.join(images)} in {args.img} and {args.page} from {args.json}")
+        return
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if set(parts) - set(PARTS):
         parser.error(f"--parts: choose from {', '.join(PARTS)}")
