@@ -11,10 +11,11 @@ import attrs
 
 from ._events import ConnectionId
 from ._hooks import Hook, HookContext, HookType
-from ._messages import MessageId
+from ._messages import MessageId, quick_init
 from ._query import StorageOperation
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class AcceptConnection:
     """Complete the WebSocket handshake."""
@@ -22,6 +23,7 @@ class AcceptConnection:
     connection_id: ConnectionId
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class RejectConnection:
     """Refuse the handshake with this HTTP status (403 for a ``before_connect`` refusal)."""
@@ -31,6 +33,7 @@ class RejectConnection:
     reason: str
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class Send:
     """Queue ``frame`` (one JSON text, already encoded) for the client as one text frame.
@@ -43,6 +46,7 @@ class Send:
     frame: str
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class RunStorage:
     """Run ``operation`` and report ``StorageCompleted`` / ``StorageFailed`` with
@@ -55,6 +59,7 @@ class RunStorage:
     request_id: MessageId | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class RunHooks:
     """Call ``hooks`` in order with ``context`` (awaiting the async ones), stop at the
@@ -66,6 +71,7 @@ class RunHooks:
     context: HookContext
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class CloseConnection:
     """Send a close frame with ``code`` and ``reason`` (after the frames already queued,
@@ -78,6 +84,7 @@ class CloseConnection:
     discard_queued: bool = False
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class PauseReading:
     """Stop reading this client's messages: its requests, or the replies not yet written
@@ -86,11 +93,13 @@ class PauseReading:
     connection_id: ConnectionId
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class ResumeReading:
     connection_id: ConnectionId
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class SendPing:
     """Send a WebSocket ping control frame; report ``PongReceived`` when the pong comes."""
@@ -98,6 +107,7 @@ class SendPing:
     connection_id: ConnectionId
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class Log:
     """Something the operator should know and the client must not see (an unencodable hook

@@ -19,13 +19,14 @@ from typing import Any
 import attrs
 
 from ._hooks import RequestInfo
-from ._messages import ErrorInfo, Operation
+from ._messages import ErrorInfo, Operation, quick_init
 from ._query import LogEntry, StorageError
 
 #: Chosen by the adapter, unique among its open connections (an int counter is typical).
 ConnectionId = Hashable
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class ConnectionOpened:
     """A client asked to open a WebSocket. The engine answers with ``AcceptConnection``
@@ -37,6 +38,7 @@ class ConnectionOpened:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class MessageReceived:
     """One complete WebSocket message (text or binary frame payload)."""
@@ -47,6 +49,7 @@ class MessageReceived:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class ConnectionClosed:
     """The connection is gone (either side closed it, or it broke)."""
@@ -56,6 +59,7 @@ class ConnectionClosed:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class StorageCompleted:
     """The storage operation of ``RunStorage(operation_id=...)`` finished.
@@ -69,6 +73,7 @@ class StorageCompleted:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class StorageFailed:
     operation_id: int
@@ -77,6 +82,7 @@ class StorageFailed:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class HooksCompleted:
     """Every hook of ``RunHooks(call_id=...)`` returned. Changes they made to the
@@ -87,6 +93,7 @@ class HooksCompleted:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class HooksFailed:
     """A hook raised; ``error`` is :func:`wsspec_core.hook_failure` of the exception.
@@ -99,6 +106,7 @@ class HooksFailed:
     status: int = 403
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class FramesWritten:
     """``count`` frames of this connection's ``Send`` actions were written to its socket
@@ -112,6 +120,7 @@ class FramesWritten:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class PongReceived:
     """The client answered a keepalive ping (a WebSocket control frame)."""
@@ -121,6 +130,7 @@ class PongReceived:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class TimePassed:
     """Call at (or after) :meth:`Engine.next_deadline`; the engine runs due timers."""
@@ -129,6 +139,7 @@ class TimePassed:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class ChangeCommitted:
     """A write made outside the engine (another process, a batch job) committed; the
@@ -150,6 +161,7 @@ class ChangeCommitted:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class ChangesLogged:
     """Changes a tailer read from the change log, in ``seq`` order (only for an
@@ -175,6 +187,7 @@ class ChangesLogged:
     through: int | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class BroadcastRequested:
     """Send ``frame`` to every open connection, or to those whose connection metadata
@@ -187,6 +200,7 @@ class BroadcastRequested:
     wall: float | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class ShutdownRequested:
     """Stop taking new requests; finish every accepted one, then close every connection

@@ -10,9 +10,55 @@ into one JSON text frame each.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
+
+_C = TypeVar("_C", bound=type)
+
+
+def quick_init(cls: _C) -> _C:
+    """Give a frozen, slotted, keyword-only attrs class a faster ``__init__`` with the
+    same signature and defaults (put the decorator above ``@attrs.frozen``).
+
+    attrs' own ``__init__`` stores each field with ``object.__setattr__(self, name,
+    value)``, a call that looks the slot up by name (a frozen class's ``__setattr__``
+    refuses). This one calls each slot's own descriptor: one is built per event, action
+    and request on the hot path, and it costs about 40% less per object (issue 11). Only
+    for classes whose fields have no validator, converter or factory, and no
+    ``__attrs_pre_init__``/``__attrs_post_init__``: checked here, at import.
+    """
+    namespace: dict[str, Any] = {}
+    params: list[str] = []
+    body: list[str] = []
+    for field in attrs.fields(cls):
+        if (
+            field.validator is not None
+            or field.converter is not None
+            or isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+            or not field.init
+            or not field.kw_only
+            or field.alias != field.name
+        ):
+            raise TypeError(f"quick_init cannot build {cls.__name__}.{field.name}")
+        setter = f"_set_{field.name}"
+        namespace[setter] = getattr(cls, field.name).__set__
+        if field.default is attrs.NOTHING:
+            params.append(field.name)
+        else:
+            namespace[f"_default_{field.name}"] = field.default
+            params.append(f"{field.name}=_default_{field.name}")
+        body.append(f"    {setter}(self, {field.name})")
+    if hasattr(cls, "__attrs_pre_init__") or hasattr(cls, "__attrs_post_init__"):
+        raise TypeError(f"quick_init cannot build {cls.__name__}: it has an init hook")
+    source = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
+    exec(source, namespace)  # as attrs builds its own: a function of this class's fields
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = dict(vars(cls)["__init__"].__annotations__)
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
 
 #: A message id as the client sent it. Strings are the norm; numbers are echoed back as is.
 MessageId = str | int
@@ -101,6 +147,7 @@ class QueryOptions:
 # --- client to server --------------------------------------------------------------
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class Request:
     """``type: "request"``: read, create, update, delete or meta."""

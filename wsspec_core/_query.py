@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ._entities import Entity
-from ._messages import ErrorInfo, Operation, ResumePosition
+from ._messages import ErrorInfo, Operation, ResumePosition, quick_init
 
 Row = dict[str, Any]
 
@@ -138,6 +138,7 @@ class ReadList:
     count_cap: int | None = None
 
 
+@quick_init
 @attrs.frozen(kw_only=True)
 class ReadOne:
     """Read the row whose key is ``key`` and which also matches ``filters``.

@@ -8,15 +8,21 @@
 * The compiler's identity cache compiles repeated shapes to what a fresh compiler does.
 * An engine without hooks (every continuation skipped) sends the same frames, byte for
   byte, as one whose no-op hooks take the general path through ``RunHooks``.
+* A read takes the engine's direct path when no hook is registered: the same actions as
+  the general path, and ``RequestCompiler.read`` compiles as ``compile`` does.
+* ``quick_init`` builds the objects attrs' own ``__init__`` builds.
 """
 
 from __future__ import annotations
 
 import datetime
 import decimal
+import inspect
 from typing import Any
 
+import attrs
 import orjson
+import pytest
 from engine_driver import Driver
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -557,3 +563,79 @@ def test_the_direct_read_path_does_what_the_general_path_does(
     other = ws.HookRegistry()
     other.register("before_subscribe", lambda ctx: None)  # never called here
     assert _play(None, script, limits) == _play(other, script, limits)
+
+
+QUICK_CLASSES = [
+    ws.ConnectionOpened,
+    ws.MessageReceived,
+    ws.ConnectionClosed,
+    ws.StorageCompleted,
+    ws.StorageFailed,
+    ws.HooksCompleted,
+    ws.HooksFailed,
+    ws.FramesWritten,
+    ws.PongReceived,
+    ws.TimePassed,
+    ws.ChangeCommitted,
+    ws.ChangesLogged,
+    ws.BroadcastRequested,
+    ws.ShutdownRequested,
+    ws.AcceptConnection,
+    ws.RejectConnection,
+    ws.Send,
+    ws.RunStorage,
+    ws.RunHooks,
+    ws.CloseConnection,
+    ws.PauseReading,
+    ws.ResumeReading,
+    ws.SendPing,
+    ws.Log,
+    ws.Request,
+    ws.ReadOne,
+]
+
+
+@pytest.mark.parametrize("cls", QUICK_CLASSES, ids=lambda cls: cls.__name__)
+def test_quick_init_builds_what_attrs_builds(cls: Any) -> None:
+    """The events, actions, ``Request`` and ``ReadOne`` are built by ``quick_init``'s
+    ``__init__``: the signature of the one attrs writes for the same fields (keyword-only,
+    the same defaults), every field set to what was given or to its default, frozen."""
+    assert cls.__init__.__code__.co_filename == "<string>"  # quick_init's, not attrs'
+    fields = attrs.fields(cls)
+    reference = attrs.make_class(
+        cls.__name__,
+        {field.name: attrs.field(default=field.default) for field in fields},
+        kw_only=True,
+        frozen=True,
+    )
+    ours = inspect.signature(cls).parameters
+    theirs = inspect.signature(reference).parameters
+    assert [(p.name, p.kind, p.default) for p in ours.values()] == [
+        (p.name, p.kind, p.default) for p in theirs.values()
+    ]
+    values = {field.name: object() for field in fields}
+    built = cls(**values)
+    assert all(getattr(built, field.name) is values[field.name] for field in fields)
+    required = {f.name: values[f.name] for f in fields if f.default is attrs.NOTHING}
+    built = cls(**required)
+    for field in fields:
+        expected = values[field.name] if field.name in required else field.default
+        assert getattr(built, field.name) is expected
+    assert built == cls(**required) and repr(built) == repr(cls(**required))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(built, fields[0].name, 1)
+    with pytest.raises(TypeError):
+        cls(*values.values())
+    with pytest.raises(TypeError):
+        cls(**values, unknown=1)
+
+
+def test_quick_init_refuses_what_it_cannot_build() -> None:
+    from wsspec_core._messages import quick_init
+
+    @attrs.frozen(kw_only=True)
+    class Checked:
+        value: int = attrs.field(validator=attrs.validators.instance_of(int))
+
+    with pytest.raises(TypeError):
+        quick_init(Checked)
