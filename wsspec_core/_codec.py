@@ -905,7 +905,12 @@ def encode_success(
     ``Response``: the engine answers most requests with a success, and the frozen object
     costs more to build than the JSON costs to write. Same bytes (``_success_payload``);
     raises ``TypeError`` like :func:`encode` for a value the codec cannot write."""
-    return encode_json(_success_payload(message_id, data, metadata, timestamp))
+    payload = _success_payload(message_id, data, metadata, timestamp)
+    try:
+        # encode_json's first try, one call sooner; what orjson refuses goes through it.
+        return orjson.dumps(payload, option=_DUMPS_OPTIONS).decode()
+    except TypeError:
+        return encode_json(payload)
 
 
 # --- client-side helpers ----------------------------------------------------------------

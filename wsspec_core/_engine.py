@@ -183,6 +183,9 @@ class Engine:
         )
         self._keepalive = Keepalive(self.limits)
         self._rate_limit = RateLimit(self.limits)
+        #: Whether requests are rate limited at all (off by default): the direct read path
+        #: skips the bucket when they are not.
+        self._rate_limited = self.limits.rate_limit is not None
         self._connections: dict[Hashable, Connection] = {}
         self._subscriptions = SubscriptionIndex()
         self._next_id = 0
@@ -260,7 +263,8 @@ class Engine:
             self._route_feed()
             if pipeline.overflowed:
                 self._close_slow_consumers()
-        self._out = pipeline.out = []
+        # ``out`` stays the engine's list until the next event replaces it: nothing
+        # appends to it outside ``handle``.
         return out
 
     # --- connection lifecycle ----------------------------------------------------
@@ -471,7 +475,7 @@ class Engine:
         do for it, without the steps that have nothing to do (no hook to call, no write
         to hold notifications for, no second check). tests/core/test_fast_paths.py checks
         it sends what the general path sends."""
-        if not self._rate_limit.allows(conn, self._now):
+        if self._rate_limited and not self._rate_limit.allows(conn, self._now):
             run = self._answered(
                 conn, message.id, ErrorInfo(code="rate_limited", message="too many requests")
             )

@@ -212,7 +212,7 @@ class Pipeline:
         self._start = start
         self._drained = drained
         self._pong = pong
-        # The two high-water marks, read on every request (Limits is frozen: they are fixed).
+        # The limits read on every request (Limits is frozen: they are fixed).
         self._read_ahead = limits.requests_read_ahead
         self._backlog_high_water = limits.backlog_high_water
         self._max_in_flight = limits.max_in_flight
@@ -259,7 +259,10 @@ class Pipeline:
             return False
         runs = conn.runs
         runs.append(run)
-        if not conn.paused and self._at_high_water(conn, len(runs)):
+        # _at_high_water, written out: every read passes here.
+        if not conn.paused and (
+            len(runs) >= self._read_ahead or conn.backlog >= self._backlog_high_water
+        ):
             self.update_reading(conn)
         run.started = True
         conn.in_flight += 1
@@ -354,7 +357,12 @@ class Pipeline:
         if sent:
             runs = conn.runs
             del runs[:sent]
-            if conn.paused or self._at_high_water(conn, len(runs)):
+            # _at_high_water, written out: every response passes here.
+            if (
+                conn.paused
+                or len(runs) >= self._read_ahead
+                or conn.backlog >= self._backlog_high_water
+            ):
                 self.update_reading(conn)
             if self.draining:
                 self._drained(conn)
