@@ -340,11 +340,14 @@ def plot_all(figures: dict[str, Any], img: Path) -> list[str]:
                 for lay in layouts
             ],
         )
+        ax.set_ylim(
+            0, 1.35 * max(lay["servers"][r]["per_second"] for lay in layouts for r in roles)
+        )
         ax.set_ylabel("notifications delivered/s")
         ax.set_title(
             f"fan-out of one change (creates); ratio to {fanout['floors'][-1]} over the bars"
         )
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", ncol=3)
         save(fig, "bench-fanout.png")
 
     workers = parts.get("workers")
