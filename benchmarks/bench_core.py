@@ -4,65 +4,105 @@
    complete its storage operation with a canned result, encode the response, report the
    response frame written (``FramesWritten``). Two requests: a list read with two filters
    (ten rows), and a read by id (one row), the most common request. Baseline in the same
-   run: the bare JSON round trip (orjson loads + dumps of the same frames), the floor any
-   implementation pays; the ratio engine / floor is the figure to compare across machines.
+   run, its runs alternated with the engine's: the bare JSON round trip (orjson loads +
+   dumps of the same frames), the floor any implementation pays; the ratio engine / floor
+   is the figure to compare across machines.
 2. Routing one change to ``N`` equality-filtered subscriptions on one entity, N = 100 and
    N = 100,000: time per routed change, and the ratio (target: at most 2x).
+
+``--baseline DIR`` measures another copy of the core in the same process, its runs
+alternated with this one's, for an A/B that the machine's load moves less than two
+separate runs: ``DIR`` holds that copy's ``wsspec_core`` package, e.g. from
+``git archive 604b418 wsspec_core | tar -x -C /tmp/before`` (then ``--baseline
+/tmp/before``).
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import orjson
 
 import wsspec_core as ws
 
-USERS = ws.Entity(
-    schema="public",
-    name="users",
-    table_name="users",
-    columns=[
-        ws.Column(name="id", type=ws.ColumnType.INTEGER, nullable=False, primary_key=True),
-        ws.Column(name="name", type=ws.ColumnType.TEXT),
-        ws.Column(name="status", type=ws.ColumnType.TEXT),
-        ws.Column(name="age", type=ws.ColumnType.INTEGER),
-    ],
-)
+
+def _users(core: Any) -> Any:
+    """The benchmark's entity, built by ``core`` (this wsspec_core or a baseline's)."""
+    return core.Entity(
+        schema="public",
+        name="users",
+        table_name="users",
+        columns=[
+            core.Column(name="id", type=core.ColumnType.INTEGER, nullable=False, primary_key=True),
+            core.Column(name="name", type=core.ColumnType.TEXT),
+            core.Column(name="status", type=core.ColumnType.TEXT),
+            core.Column(name="age", type=core.ColumnType.INTEGER),
+        ],
+    )
+
+
+USERS = _users(ws)
 ROWS = [{"id": i, "name": f"user{i}", "status": "active", "age": 30 + i} for i in range(10)]
 
 
-def best_of(runs: int, fn: object) -> float:
-    assert callable(fn)
+#: Runs of each request benchmark (and of its JSON floor, alternated); the best counts.
+RUNS = 7
+
+
+def best_of(runs: int, fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(runs))
 
 
-def _engine() -> ws.Engine:
-    engine = ws.Engine(ws.EntityRegistry([USERS]), limits=ws.Limits(keepalive_interval=None))
-    engine.handle(ws.ConnectionOpened(connection_id=1, request=ws.RequestInfo(), now=0.0))
+def _engine(core: Any) -> Any:
+    engine = core.Engine(
+        core.EntityRegistry([_users(core)]), limits=core.Limits(keepalive_interval=None)
+    )
+    engine.handle(core.ConnectionOpened(connection_id=1, request=core.RequestInfo(), now=0.0))
     return engine
 
 
-def _bench_frames(
-    frames: list[str], result: object, response: dict[str, object]
-) -> tuple[float, float]:
-    """Requests/s through one engine (decode, handle, storage completion with ``result``,
-    the ``FramesWritten`` report), and the bare JSON round trip of the same frames in the
-    same run (orjson loads of each request, dumps of ``response``)."""
-    engine = _engine()
-    n = len(frames)
+def _engine_run(core: Any, frames: list[str], result: object) -> Callable[[], float]:
+    """One run of ``frames`` through an engine of ``core``: seconds taken."""
+    engine = _engine(core)
+    handle = engine.handle
+    received, completed, written = core.MessageReceived, core.StorageCompleted, core.FramesWritten
+    run_storage, send_action = core.RunStorage, core.Send
 
-    def engine_run() -> float:
+    def run() -> float:
         start = time.perf_counter()
         for frame in frames:
-            [run] = engine.handle(ws.MessageReceived(connection_id=1, data=frame, now=1.0))
-            assert isinstance(run, ws.RunStorage)
-            [send] = engine.handle(
-                ws.StorageCompleted(operation_id=run.operation_id, result=result, now=1.0)
-            )
-            assert isinstance(send, ws.Send)  # encoded by the engine itself
-            engine.handle(ws.FramesWritten(connection_id=1, count=1, now=1.0))
+            [run] = handle(received(connection_id=1, data=frame, now=1.0))
+            assert isinstance(run, run_storage)
+            [send] = handle(completed(operation_id=run.operation_id, result=result, now=1.0))
+            assert isinstance(send, send_action)  # encoded by the engine itself
+            handle(written(connection_id=1, count=1, now=1.0))
         return time.perf_counter() - start
+
+    return run
+
+
+def _bench_frames(
+    frames: list[str],
+    result_of: Callable[[Any], object],
+    response: dict[str, object],
+    baseline: ModuleType | None = None,
+) -> tuple[float, float, float | None]:
+    """Requests/s through one engine (decode, handle, storage completion with
+    ``result_of(core)``, the ``FramesWritten`` report), the bare JSON round trip of the
+    same frames in the same run (orjson loads of each request, dumps of ``response``),
+    and requests/s through a ``baseline`` core's engine if one is given."""
+    n = len(frames)
+    engine_run = _engine_run(ws, frames, result_of(ws))
+    baseline_run = (
+        _engine_run(baseline, frames, result_of(baseline)) if baseline is not None else None
+    )
 
     def json_run() -> float:
         start = time.perf_counter()
@@ -71,10 +111,32 @@ def _bench_frames(
             orjson.dumps(response)
         return time.perf_counter() - start
 
-    return n / best_of(5, engine_run), n / best_of(5, json_run)
+    # Alternated, best of each: on a shared machine they all see the same spells of load,
+    # so their ratios move less than any one figure.
+    engine_best = json_best = baseline_best = float("inf")
+    for _ in range(RUNS):
+        engine_best = min(engine_best, engine_run())
+        json_best = min(json_best, json_run())
+        if baseline_run is not None:
+            baseline_best = min(baseline_best, baseline_run())
+    return n / engine_best, n / json_best, (n / baseline_best if baseline_run else None)
 
 
 def bench_requests(n: int = 20_000) -> tuple[float, float]:
+    """Requests/s of a list read and of its JSON floor (benchmarks/run_all.py)."""
+    engine, floor, _ = list_read_figures(n)
+    return engine, floor
+
+
+def bench_read_by_id(n: int = 20_000) -> tuple[float, float]:
+    """Requests/s of a read by id and of its JSON floor (benchmarks/run_all.py)."""
+    engine, floor, _ = read_by_id_figures(n)
+    return engine, floor
+
+
+def list_read_figures(
+    n: int = 20_000, baseline: ModuleType | None = None
+) -> tuple[float, float, float | None]:
     """A list read with two filters and a limit, answered with ten rows."""
     frames = [
         orjson.dumps(
@@ -102,10 +164,14 @@ def bench_requests(n: int = 20_000) -> tuple[float, float]:
         "metadata": {"total": 10, "count": 10, "limit": 10, "offset": 0},
         "timestamp": "2025-01-01T00:00:00.000Z",
     }
-    return _bench_frames(frames, ws.ListResult(rows=ROWS, total=10), response)
+    return _bench_frames(
+        frames, lambda core: core.ListResult(rows=ROWS, total=10), response, baseline
+    )
 
 
-def bench_read_by_id(n: int = 20_000) -> tuple[float, float]:
+def read_by_id_figures(
+    n: int = 20_000, baseline: ModuleType | None = None
+) -> tuple[float, float, float | None]:
     """A read by id (the most common request), answered with one row."""
     frames = [
         orjson.dumps(
@@ -127,7 +193,7 @@ def bench_read_by_id(n: int = 20_000) -> tuple[float, float]:
         "metadata": {"total": 1},
         "timestamp": "2025-01-01T00:00:00.000Z",
     }
-    return _bench_frames(frames, ROWS[3], response)
+    return _bench_frames(frames, lambda core: ROWS[3], response, baseline)
 
 
 def bench_routing(subscriptions: int, changes: int = 2_000) -> float:
@@ -160,7 +226,9 @@ def bench_routing(subscriptions: int, changes: int = 2_000) -> float:
     return best_of(3, run) / changes
 
 
-def _print_requests(title: str, engine_rate: float, json_rate: float) -> None:
+def _print_requests(
+    title: str, engine_rate: float, json_rate: float, baseline_rate: float | None
+) -> None:
     print(title)
     print(f"  engine:            {engine_rate:10,.0f} requests/s")
     print(f"  json floor:        {json_rate:10,.0f} round trips/s")
@@ -168,13 +236,41 @@ def _print_requests(title: str, engine_rate: float, json_rate: float) -> None:
     print(
         f"  engine per request:{1e6 / engine_rate:10.1f} us (trio-websocket costs ~86 us/message)"
     )
+    if baseline_rate is not None:
+        print(
+            f"  baseline:          {1e6 / baseline_rate:10.1f} us per request, "
+            f"{baseline_rate / json_rate:.3f}x the floor; engine / baseline cost "
+            f"{baseline_rate / engine_rate:.3f}x"
+        )
+
+
+def _load_baseline(directory: str) -> ModuleType:
+    """The ``wsspec_core`` package in ``directory``, imported as ``wsspec_core_baseline``
+    beside this one (its modules import each other relatively)."""
+    package = Path(directory) / "wsspec_core"
+    spec = importlib.util.spec_from_file_location(
+        "wsspec_core_baseline", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None and spec.loader is not None, f"no wsspec_core in {directory}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="a directory holding another wsspec_core package, measured alternately",
+    )
+    args = parser.parse_args()
+    baseline = _load_baseline(args.baseline) if args.baseline else None
     print("core throughput, one core (decode + handle + storage completion + encode + the")
     print("FramesWritten report), against the bare orjson round trip of the same frames")
-    _print_requests("list read, two filters, ten rows", *bench_requests())
-    _print_requests("read by id, one row", *bench_read_by_id())
+    _print_requests("list read, two filters, ten rows", *list_read_figures(baseline=baseline))
+    _print_requests("read by id, one row", *read_by_id_figures(baseline=baseline))
     small = bench_routing(100)
     large = bench_routing(100_000)
     print("routing one change, equality-filtered subscriptions on one entity")
