@@ -639,3 +639,10 @@ def test_quick_init_refuses_what_it_cannot_build() -> None:
 
     with pytest.raises(TypeError):
         quick_init(Checked)
+
+    @attrs.frozen(kw_only=True, slots=False)
+    class Unslotted:
+        value: int
+
+    with pytest.raises(TypeError):
+        quick_init(Unslotted)
