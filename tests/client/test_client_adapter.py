@@ -9,7 +9,7 @@ Every test runs its coroutine with ``anyio.run`` on each backend, inside
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 import pytest
 import wsspec.client as wc
-from client_servers import HERE, Server, free_port, install_changelog, serving
+from client_servers import HERE, Server, free_port, serving
 
 BACKENDS = ["asyncio", "trio"]
 TIMEOUT = 20
@@ -30,23 +30,6 @@ def run(backend: str, test: Callable[..., Awaitable[None]], *args: Any) -> None:
             await test(*args)
 
     anyio.run(bounded, backend=backend)
-
-
-@pytest.fixture(scope="module")
-def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The demo app without the change feed (what a server runs by default)."""
-    folder = tmp_path_factory.mktemp("plain")
-    with serving(folder, f"sqlite:///{folder / 'app.db'}", change_feed=False) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("feed")
-    db = f"sqlite:///{folder / 'app.db'}"
-    install_changelog(db)
-    with serving(folder, db) as server:
-        yield server
 
 
 # --- requests -----------------------------------------------------------------------------

@@ -174,6 +174,7 @@ class Client:
         self._connections: dict[int, _Connection] = {}
         self._phase = self._engine.phase
         self._phase_changed = anyio.Event()
+        self._started = False
         self._timer_target = math.inf
         self._timer_wakeup = anyio.Event()
         self._actions: dict[type[Any], Callable[[Any], None]] = {
@@ -413,6 +414,7 @@ class Client:
             if self._engine.stopped is not None:
                 raise error_for(self._engine.stopped)
             await self._phase_changed.wait()
+        self._started = True
 
     async def _run_timer(self) -> None:
         while True:
@@ -529,7 +531,13 @@ class Client:
     def _close_connection(self, action: core.CloseConnection) -> None:
         connection = self._connections.get(action.connection_id)
         if connection is not None:
-            logger.info("closing the connection: %s", action.reason)
+            # A timeout is news; closing because the application closed the client is not.
+            stopping = self._engine.phase is core.Phase.STOPPED
+            logger.log(
+                logging.DEBUG if stopping else logging.INFO,
+                "closing the connection: %s",
+                action.reason,
+            )
             connection.scope.cancel()
 
     def _complete_call(self, action: core.CompleteCall) -> None:
@@ -550,7 +558,7 @@ class Client:
     def _confirm_subscription(self, action: core.ConfirmSubscription) -> None:
         sub = self._subscription(action.key)
         if sub is not None:
-            sub._confirm(action.rows, action.epoch, action.seq)
+            sub._confirm(action.rows, action.epoch, action.seq, action.reply)
 
     def _deliver_change(self, action: core.DeliverChange) -> None:
         sub = self._subscription(action.key)
@@ -576,7 +584,9 @@ class Client:
             sub._end(action.failure)
 
     def _stop(self, action: core.Stop) -> None:
-        if action.failure.code != core.CLOSED:
+        # Before connect() returned, its exception tells the caller; later, a request may
+        # not be waiting to tell anyone (a final 403 on reconnecting).
+        if action.failure.code != core.CLOSED and self._started:
             logger.error("the client stopped: %s", action.failure.message)
 
     def _log(self, action: core.Log) -> None:

@@ -89,6 +89,11 @@ _BY_CODE: dict[str, type[ClientError]] = {
 }
 
 
+# Tracebacks name them as they are imported: wsspec.client.ConnectError.
+for _error in (ClientError, *_BY_CODE.values(), RequestError):
+    _error.__module__ = "wsspec.client"
+
+
 def error_for(failure: core.Failure) -> ClientError:
     if failure.origin == core.ORIGIN_SERVER:
         return RequestError(failure)

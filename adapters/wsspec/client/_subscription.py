@@ -24,9 +24,10 @@ class Subscription:
 
     After entering: ``rows`` is the snapshot (``snapshot=True``; ``None`` otherwise),
     ``epoch`` and ``seq`` the position it is consistent with (``None`` without the
-    server's change feed). Iterating yields, once each and in ``seq`` order, a
-    :class:`Change` per notification, and a :class:`Resync` when the subscription could
-    not be resumed without a gap: then replace what you hold with ``resync.rows``.
+    server's change feed), ``reply`` the server's reply. Iterating yields, once each and
+    in ``seq`` order, a :class:`Change` per notification, and a :class:`Resync` when the
+    subscription could not be resumed without a gap: then replace what you hold with
+    ``resync.rows``.
     Iteration ends when the subscription or the client is closed; it raises the
     :class:`~wsspec.client.ClientError` that ended the subscription otherwise (refused
     when resubscribing, or the client stopped after a final refusal).
@@ -55,6 +56,9 @@ class Subscription:
         self.rows: list[Any] | None = None
         self.epoch: str | None = None
         self.seq: int | None = None
+        #: The subscribe reply as received (``data.total`` counts the matching rows when
+        #: the snapshot is one page of them).
+        self.reply: dict[str, Any] = {}
         self._items: deque[Item] = deque()
         self._ready = anyio.Event()
         self._confirmed = False
@@ -135,8 +139,11 @@ class Subscription:
 
     # --- called by the client, from the engine's actions ---------------------------------
 
-    def _confirm(self, rows: list[Any] | None, epoch: str | None, seq: int | None) -> None:
+    def _confirm(
+        self, rows: list[Any] | None, epoch: str | None, seq: int | None, reply: dict[str, Any]
+    ) -> None:
         self.rows, self.epoch, self.seq = rows, epoch, seq
+        self.reply = reply
         self._buffered = (epoch, seq)
         self._confirmed = True
         self._ready.set()
