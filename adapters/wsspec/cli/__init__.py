@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("wsspec.cli.serve", "serve your own app (MODULE:ATTR)"),
     "fuzz": ("wsspec.testing.fuzz.command", "check a running server's protocol conformance"),
     "changelog": ("wsspec.cli.changelog", "install, remove or inspect the change log"),
+    "watch": ("wsspec.cli.watch", "print an entity's changes as JSON lines, resuming after drops"),
+    "call": ("wsspec.cli.call", "send one request and print the response"),
 }
 
 
