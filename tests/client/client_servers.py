@@ -33,9 +33,17 @@ class Server:
     """One ``wsspec serve`` process. ``port=0`` picks a free port, kept across restarts."""
 
     def __init__(
-        self, cwd: Path, db: str, *, app: str = DEMO, change_feed: bool = True, port: int = 0
+        self,
+        cwd: Path,
+        db: str,
+        *,
+        app: str = DEMO,
+        change_feed: bool = True,
+        port: int = 0,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.cwd, self.db, self.app, self.change_feed = cwd, db, app, change_feed
+        self.extra = extra
         self.port = port
         self.stderr = ""
         self.process: subprocess.Popen[str] | None = None
@@ -45,6 +53,7 @@ class Server:
         args = [WSSPEC, "serve", self.app, "--db", self.db, "--port", str(self.port)]
         if self.change_feed:
             args.append("--change-feed")
+        args += self.extra
         process = subprocess.Popen(
             args,
             cwd=self.cwd,

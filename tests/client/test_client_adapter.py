@@ -371,3 +371,34 @@ def test_unencodable_data_is_a_type_error_before_anything_is_sent(plain_server: 
             assert json.dumps(await client.read("users", limit=1)) is not None
 
     run("asyncio", scenario)
+
+
+def test_wss_with_the_servers_certificate_trusted(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "server.pem", tmp_path / "server.key"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    tls = ("--certfile", str(certfile), "--keyfile", str(keyfile))
+    db = f"sqlite:///{tmp_path / 'app.db'}"
+    with serving(tmp_path, db, change_feed=False, extra=tls) as server:
+        assert server.url.startswith("wss://127.0.0.1:")
+
+        async def scenario() -> None:
+            async with wc.connect(server.url, ssl_context=trusting) as client:
+                made = await client.create("users", {"name": "secure"})
+                assert await client.read("users", made["id"]) == made
+            # Without the CA the certificate is refused, as a connection failure.
+            with pytest.raises(wc.ConnectError) as untrusted:
+                async with wc.connect(server.url):
+                    pass
+            assert "CERTIFICATE_VERIFY_FAILED" in untrusted.value.message
+
+        for backend in BACKENDS:
+            run(backend, scenario)
