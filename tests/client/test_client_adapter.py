@@ -109,6 +109,39 @@ def test_an_exception_in_the_block_comes_out_unwrapped(backend: str, plain_serve
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_aclose_fails_what_waits_and_ends_subscriptions(backend: str, plain_server: Server) -> None:
+    async def scenario() -> None:
+        proxy = Proxy(plain_server.port)
+        async with anyio.create_task_group() as group:
+            port = await group.start(proxy.serve)
+            async with (
+                wc.connect(proxy.url(port), config=FAST) as client,
+                client.subscribe("users") as sub,
+            ):
+                proxy.refusing = True  # the server is gone, for good
+                proxy.cut()
+                failed: list[BaseException] = []
+
+                async def waiting() -> None:
+                    try:
+                        await client.read("users", timeout=10)
+                    except wc.ClientError as exc:
+                        failed.append(exc)
+
+                async with anyio.create_task_group() as waiters:
+                    waiters.start_soon(waiting)
+                    await anyio.sleep(0.1)
+                    await client.aclose()
+                assert [type(e) for e in failed] == [wc.ClientClosed]
+                assert [item async for item in sub] == []  # it ends, without an error
+                with pytest.raises(wc.ClientClosed):
+                    await client.read("users")
+            group.cancel_scope.cancel()
+
+    run(backend, scenario)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_cancelled_request_is_forgotten(backend: str, plain_server: Server) -> None:
     async def scenario() -> None:
         async with wc.connect(plain_server.url) as client:

@@ -92,6 +92,9 @@ def test_call_refuses_what_it_cannot_send(
     with pytest.raises(SystemExit):
         main(["call", "http://example.com/ws", "meta"])
     assert "not a ws:// or wss:// URL" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["watch", server.url, "users", "--max-backoff", "0"])
+    assert "expected a positive number of seconds" in capsys.readouterr().err
 
 
 def test_nothing_listening_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

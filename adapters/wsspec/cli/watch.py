@@ -73,6 +73,16 @@ def ws_url(text: str) -> str:
     return text
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
@@ -157,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-backoff",
-        type=float,
+        type=positive_seconds,
         default=5.0,
         metavar="SECONDS",
         help="the longest wait between reconnection attempts (default: %(default)s)",

@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from wsproto.utilities import ProtocolError
 
 from wsspec_core import client as core
