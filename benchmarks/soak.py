@@ -2101,7 +2101,7 @@ async def run_scenario(name: str, kind: str, settings: dict[str, Any]) -> Outcom
                     f"The last lines of the log of the server that exited with {code}:"
                     f"\n\n```\n{tail}\n```"
                 )
-            if tracebacks(server):
+            elif tracebacks(server):
                 first = server.log().split("Traceback", 1)[1][:600]
                 outcome.notes.append(
                     f"The server's log holds {tracebacks(server)} tracebacks; the first:"
