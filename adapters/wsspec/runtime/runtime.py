@@ -723,8 +723,14 @@ class Runtime:
                 )
                 async with anyio.create_task_group() as tasks:
                     conn.tasks = tasks
-                    tasks.start_soon(self._writer, conn)
-                    await self._reader(conn)
+                    try:
+                        tasks.start_soon(self._writer, conn)
+                        await self._reader(conn)
+                    finally:
+                        # The group winds down from here: a keepalive ping the timer
+                        # sends meanwhile must not join it ("closed to new arrivals"
+                        # raised out of the timer and took the whole server down).
+                        conn.tasks = None
                     if not conn.closing:
                         tasks.cancel_scope.cancel()
         except TransportClosed:
