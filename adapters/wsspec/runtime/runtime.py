@@ -312,11 +312,15 @@ class Runtime:
         if self._feeding:
             return
         self._feeding = True
+        # Locals: this loop runs for every event of every connection.
+        pending = self._pending
+        handle = self.engine.handle
+        dispatch = self._dispatch
         try:
-            while self._pending:
-                event = self._pending.popleft()
+            while pending:
+                event = pending.popleft()
                 try:
-                    actions = self.engine.handle(event)
+                    actions = handle(event)
                 except Exception:
                     # A bug in wsspec_core (docs/core.md "Peer errors, careless hooks and
                     # our bugs"). Raised here it would end a connection's task group, or
@@ -324,7 +328,7 @@ class Runtime:
                     logger.exception("bug: the engine raised on %s", type(event).__name__)
                     continue
                 for action in actions:
-                    self._dispatch[type(action)](action)
+                    dispatch[type(action)](action)
         finally:
             self._feeding = False
         self._check_deadline()
@@ -540,7 +544,11 @@ class Runtime:
         self._sends += 1
         frame = action.frame
         conn.outbound.append(frame)
-        _wake_writer(conn)
+        # _wake_writer(conn), inlined: this runs for every frame sent.
+        wakeup = conn.writer_wakeup
+        if wakeup is not None:
+            conn.writer_wakeup = None
+            wakeup.set()
         # Metrics, from the frame's first bytes (metrics.py, "theory of operation").
         if frame is self._broadcast_frame:
             return
@@ -626,7 +634,10 @@ class Runtime:
     def _report_storage(self, outcomes: list[Outcome]) -> None:
         """On the loop thread: the outcomes of one lane's batch, in the order run (so
         writes, which have one lane, in commit order)."""
-        clocks = self.now()
+        # The two clocks as plain arguments, not now()'s dict spread into each event:
+        # with SQLite reads by key run inline this runs once per read.
+        now = self._clock()
+        wall = time.time()
         if self.tailer is not None and self._writes_running:
             wrote = False
             for operation_id, _, _ in outcomes:
@@ -637,17 +648,18 @@ class Runtime:
                 # Committed: the tailer reads its log entries now rather than at its next
                 # poll; the engine holds them until this write's response has been sent.
                 self.tailer.wake()
-        now = clocks["now"]
         started = self._storage_started
+        stored = self.metrics.stored
         for operation_id, _, error in outcomes:
             submitted = started.pop(operation_id, None)
             if submitted is not None:
-                self.metrics.stored(submitted[1], now - submitted[0], error is not None)
+                stored(submitted[1], now - submitted[0], error is not None)
+        feed = self.feed
         for operation_id, result, error in outcomes:
-            self.feed(
-                StorageCompleted(operation_id=operation_id, result=result, **clocks)
+            feed(
+                StorageCompleted(operation_id=operation_id, result=result, now=now, wall=wall)
                 if error is None
-                else StorageFailed(operation_id=operation_id, error=error, **clocks)
+                else StorageFailed(operation_id=operation_id, error=error, now=now, wall=wall)
             )
 
     def _changes_logged(self, epoch: str, entries: tuple[LogEntry, ...], through: int) -> None:
@@ -751,30 +763,46 @@ class Runtime:
             self._connection_ended.set()
 
     async def _reader(self, conn: Connection) -> None:
+        # Locals, and the clocks as plain arguments rather than now()'s dict: the loop
+        # below runs once per message. (run() has set the clock before any connection.)
         transport = conn.transport
+        receive = transport.receive
+        requests = conn.requests
+        connection_id = conn.id
+        clock = self._clock
+        feed = self.feed
+        wall_clock = time.time
         while True:
             if not conn.may_read.is_set():
                 # Not Event.wait() unconditionally: on a set event it still yields to the
                 # scheduler, which made two run-loop rounds per message instead of one.
                 await conn.may_read.wait()
             try:
-                data = await transport.receive()
+                data = await receive()
             except TransportClosed:
                 return
             if data is None:
                 return
             if not conn.closing:
-                clocks = self.now()
-                conn.requests.append((clocks["now"], request_operation(data)))
-                self.feed(MessageReceived(connection_id=conn.id, data=data, **clocks))
+                now = clock()
+                requests.append((now, request_operation(data)))
+                feed(
+                    MessageReceived(
+                        connection_id=connection_id, data=data, now=now, wall=wall_clock()
+                    )
+                )
 
     async def _writer(self, conn: Connection) -> None:
         outbound = conn.outbound
         transport = conn.transport
+        # anyio.Event() asks sniffio for the running library on each call; one at a time,
+        # the writer makes one per message: make its backend's class directly, the very
+        # class anyio.Event() returns.
+        new_event = type(anyio.Event())
         try:
             while True:
                 if not outbound:
-                    conn.writer_wakeup = wakeup = anyio.Event()
+                    conn.writer_wakeup = wakeup = new_event()
                     await wakeup.wait()
                     continue
                 frames: list[str] = []
@@ -789,7 +817,12 @@ class Runtime:
                     await transport.send(frames)
                     if not conn.closing:
                         self.feed(
-                            FramesWritten(connection_id=conn.id, count=len(frames), **self.now())
+                            FramesWritten(
+                                connection_id=conn.id,
+                                count=len(frames),
+                                now=self._clock(),
+                                wall=time.time(),
+                            )
                         )
                 if close is not None:
                     await transport.close(close.code, close.reason)
