@@ -30,6 +30,12 @@ from wsproto.events import (
     TextMessage,
 )
 
+from ..transports.wsproto_failure import install as _install_wsproto_failure
+
+# A server frame that fails the connection (not UTF-8, a protocol error) is answered with a
+# close frame carrying the code, as RFC 6455 asks (see the module).
+_install_wsproto_failure()
+
 #: Bytes read from the socket at a time.
 _READ_SIZE = 65536
 #: The largest message accepted from a server: the server's own default cap on one reply
