@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import hypothesis.strategies as st
 import peewee
 import pytest
+from hypothesis import given, settings
 from playhouse.pool import PooledPostgresqlDatabase
 from wsspec.storage.peewee import introspection
 from wsspec.storage.peewee.compiler import CACHE_LIST_MAX, SqlCompiler
@@ -378,3 +380,80 @@ def test_rows_are_converted_back_per_dialect() -> None:
         "active": True,
         "score": None,
     }
+
+
+def _reference_row(compiled: Any, values: Any) -> dict[str, Any]:
+    """What ``Compiled.row`` did before it was generated per statement (issue 11): a
+    dict of the names and values, then each converted column's value converted unless it
+    is ``None``."""
+    row = dict(zip(compiled.names, values, strict=True))
+    for index, name, convert in compiled.convert:
+        value = values[index]
+        if value is not None:
+            row[name] = convert(value)
+    return row
+
+
+@settings(max_examples=200)
+@given(
+    columns=st.lists(
+        st.sampled_from(["id", "name", "born", "active", "score", "status"]),
+        min_size=1,
+        max_size=6,
+        unique=True,
+    ),
+    data=st.data(),
+    postgres=st.booleans(),
+)
+def test_a_generated_row_is_the_row_of_names_and_converted_values(
+    columns: list[str], data: st.DataObject, postgres: bool
+) -> None:
+    """``Compiled.row`` (generated code per statement) gives the keys in the same order
+    and the very values of the loop it replaced, for each dialect's converters."""
+    dialect = POSTGRESQL if postgres else SQLITE
+    op = ReadOne(
+        entity=AUTHORS, key=1, filters=NO_FILTERS, selection=Selection(columns=tuple(columns))
+    )
+    compiled, _ = compiler(dialect).read_one(op)
+    driver_values = {
+        "id": st.integers(),
+        "name": st.text(max_size=5),
+        "born": st.dates().map(str) if not postgres else st.dates(),
+        "active": st.sampled_from([0, 1]) if not postgres else st.booleans(),
+        "score": st.integers(-5, 5) | st.floats(allow_nan=False),
+        "status": st.text(max_size=3),
+    }
+    values = tuple(data.draw(st.none() | driver_values[column]) for column in compiled.names)
+    row = compiled.row(values)
+    expected = _reference_row(compiled, values)
+    assert list(row) == list(expected)
+    assert all(row[k] == expected[k] and type(row[k]) is type(expected[k]) for k in row)
+
+
+def test_a_read_by_key_found_by_identity_is_the_read_compiled_afresh() -> None:
+    """Reads by key without filters are found again by the identity of their entity and
+    selection: the same statement and parameters as a fresh compiler's, and a selection
+    of another identity (or filters) is compiled by its shape as before."""
+    c = compiler(SQLITE)
+    selection = Selection(columns=("id", "born", "name"))
+    for key in (1, 2, 3):
+        op = ReadOne(entity=AUTHORS, key=key, filters=NO_FILTERS, selection=selection)
+        compiled, params = c.read_one(op)
+        fresh, fresh_params = compiler(SQLITE).read_one(op)
+        assert (compiled.sql, compiled.names, params) == (fresh.sql, fresh.names, fresh_params)
+    again, _ = c.read_one(op)
+    assert again is compiled
+    other, _ = c.read_one(
+        ReadOne(entity=AUTHORS, key=1, filters=NO_FILTERS, selection=Selection(columns=("id",)))
+    )
+    assert other.sql != compiled.sql
+    filtered = ReadOne(
+        entity=AUTHORS,
+        key=1,
+        filters=compile_filters(AUTHORS, [filt("name", "eq", "x")]),
+        selection=selection,
+    )
+    compiled, params = c.read_one(filtered)
+    assert "name" in compiled.sql.split("WHERE")[1] and params == [1, "x"]
+    c.clear()
+    assert c.read_one(op)[0] is not again

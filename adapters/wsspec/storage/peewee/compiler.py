@@ -36,6 +36,7 @@ from wsspec_core import (
     ReadList,
     ReadOne,
     Row,
+    Selection,
     StorageError,
     StorageErrorKind,
     StorageFailure,
@@ -57,9 +58,15 @@ Shape = tuple[tuple[tuple[str, Operator, int], ...], ...]
 
 
 class Compiled:
-    """One cached statement: SQL text with placeholders, and the result layout."""
+    """One cached statement: SQL text with placeholders, and the result layout.
 
-    __slots__ = ("capped_count", "convert", "count", "names", "sql")
+    ``row(values)`` makes a result row (a dict, keys in ``names`` order) of the values
+    the driver returned, each converted by its column's converter unless it is ``None``.
+    It is generated per statement (one dict display, no loop), as attrs generates an
+    ``__init__``: it runs for every row of every read.
+    """
+
+    __slots__ = ("capped_count", "convert", "count", "names", "row", "sql")
 
     def __init__(self, sql: str, names: Sequence[str], converters: Sequence[Converter]) -> None:
         self.sql = sql
@@ -70,6 +77,7 @@ class Compiled:
             for i, (name, conv) in enumerate(zip(names, converters, strict=True))
             if conv is not None
         )
+        self.row: Callable[[Sequence[Any]], Row] = _row_function(self.names, self.convert)
         #: For a list statement: its ``COUNT(*)``, bound to the same parameters minus the
         #: trailing limit and offset.
         self.count: Compiled | None = None
@@ -77,16 +85,34 @@ class Compiled:
         #: with N in place of the trailing limit and offset.
         self.capped_count: Compiled | None = None
 
-    def row(self, values: Sequence[Any]) -> Row:
-        row = dict(zip(self.names, values))  # noqa: B905  (same length by construction)
-        for index, name, convert in self.convert:
-            value = values[index]
-            if value is not None:
-                row[name] = convert(value)
-        return row
-
     def __repr__(self) -> str:
         return f"Compiled({self.sql!r})"
+
+
+def _row_function(
+    names: tuple[str, ...], convert: tuple[tuple[int, str, Converter], ...]
+) -> Callable[[Sequence[Any]], Row]:
+    """``row(values)`` for :class:`Compiled`: what ``dict(zip(names, values))`` followed
+    by ``row[name] = conv(value)`` for each converted column whose value is not ``None``
+    gives (the same keys in the same order, the same values; tests/storage compare the
+    two). Column names and converters are bound as constants, never written into the
+    code: only positions are."""
+    namespace: dict[str, Any] = {}
+    converters = {index: conv for index, _name, conv in convert}
+    items = []
+    for index, name in enumerate(names):
+        namespace[f"_n{index}"] = name
+        if index in converters:
+            namespace[f"_c{index}"] = converters[index]
+            items.append(
+                f"_n{index}: None if (v{index} := v[{index}]) is None else _c{index}(v{index})"
+            )
+        else:
+            items.append(f"_n{index}: v[{index}]")
+    source = "def row(v):\n    return {" + ", ".join(items) + "}"
+    exec(source, namespace)
+    function: Callable[[Sequence[Any]], Row] = namespace["row"]
+    return function
 
 
 def fetch_columns(entity: Entity, columns: Sequence[str], preloads: Sequence[Preload]) -> list[str]:
@@ -112,6 +138,13 @@ class SqlCompiler:
         self._param = dialect.param
         self._cache: dict[tuple[Any, ...], Compiled] = {}
         self._by_entity: dict[int, tuple[Entity, tuple[str, Target, Converter]]] = {}
+        #: Reads by key without filters, by the identity of their entity and selection
+        #: (the engine hands over the same objects for every read of a shape): the
+        #: statement and the key's converter, found in one look-up. The entry holds both
+        #: objects, so neither id can be reused while it is there.
+        self._one_by_identity: dict[
+            tuple[int, int], tuple[Entity, Selection, Compiled, Converter]
+        ] = {}
 
     def statements(self) -> Iterator[Compiled]:
         """Every statement in the cache."""
@@ -120,6 +153,7 @@ class SqlCompiler:
     def clear(self) -> None:
         self._cache.clear()
         self._by_entity.clear()
+        self._one_by_identity.clear()
 
     def _remember(self, key: Any, compiled: Compiled, shape: Shape = ()) -> Compiled:
         """Cache ``compiled`` under ``key``, unless ``shape`` has a list longer than
@@ -152,10 +186,16 @@ class SqlCompiler:
     def read_one(self, op: ReadOne) -> tuple[Compiled, list[Any]]:
         """``SELECT ... WHERE pk = ? [AND filters]`` and its parameters."""
         entity = op.entity
-        name, target, key_to_db = self.resolve(entity)
         selection = op.selection
+        filtered = op.filters.groups
+        if not filtered:
+            same = self._one_by_identity.get((id(entity), id(selection)))
+            if same is not None and same[0] is entity and same[1] is selection:
+                key_to_db = same[3]
+                return same[2], [op.key if key_to_db is None else key_to_db(op.key)]
+        name, target, key_to_db = self.resolve(entity)
         preload = selection.preload
-        if op.filters.groups:
+        if filtered:
             shape, params = self.filter_shape(target, op.filters)
         else:
             shape, params = (), []
@@ -173,6 +213,15 @@ class SqlCompiler:
             )
             compiled = self._remember(
                 key, Compiled(sql, names, [target.to_py[n] for n in names]), shape
+            )
+        if not filtered:
+            if len(self._one_by_identity) >= CACHE_SIZE:
+                self._one_by_identity.clear()
+            self._one_by_identity[(id(entity), id(selection))] = (
+                entity,
+                selection,
+                compiled,
+                key_to_db,
             )
         params.insert(0, op.key if key_to_db is None else key_to_db(op.key))
         return compiled, params

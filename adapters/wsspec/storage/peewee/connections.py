@@ -111,9 +111,7 @@ class ThreadConnections:
     def get(self) -> Any:
         """The calling thread's connection, opened (or taken from the pool) if needed."""
         db = self._db
-        if db.is_closed():
-            db.connect()
-        conn = db.connection()
+        conn = db.connection()  # opens it (or takes one from the pool) if it is closed
         if self._check_broken and self._dialect.is_broken(conn):
             self.drop()
             db.connect()

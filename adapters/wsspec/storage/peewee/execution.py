@@ -133,7 +133,8 @@ class PeeweeStorage:
         try:
             if kind is ReadOne or kind is ReadList or kind is SubscribeRead:
                 read = self._READS[kind]
-                reused = self._connections.is_open()
+                # Only a PostgreSQL connection is ever retried (_lost_connection).
+                reused = self._postgres and self._connections.is_open()
                 try:
                     return read(self, operation)
                 except Exception as exc:
