@@ -4,6 +4,7 @@ same transport, measured in the same run.
     .ci-venv/bin/python benchmarks/bench_server.py                 # about 75 seconds
     .ci-venv/bin/python benchmarks/bench_server.py --transports uvicorn --seconds 1
     .ci-venv/bin/python benchmarks/bench_server.py --profile /tmp/prof   # cProfile servers
+    .ci-venv/bin/python benchmarks/bench_server.py --baseline /tmp/before  # another tree too
 
 Transports, each as wsspec and as an echo server of the same stack:
 
@@ -34,6 +35,11 @@ by id, ids cycling over the seeded rows):
 * resident memory per idle connection: the server's VmRSS before and after the client
   opened ``--connections`` connections, each having sent one ping (measured first, right
   after one check request, before the throughput runs fill the allocator's free lists).
+
+``--baseline DIR`` runs a third server per transport, wsspec from another copy of the
+source tree (``DIR/wsspec_core`` and ``DIR/adapters/wsspec``, e.g.
+``git archive COMMIT wsspec_core adapters | tar -x -C DIR``), alternated with the other
+two, so that a change is measured against the code before it in the same run.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ KIB_TARGET = 40.0
 PER_BATCH = 100
 FRAME_POOL = 5000
 PROFILE_ENV = "WSSPEC_BENCH_PROFILE"
+#: Set in a baseline server's environment: the tree its wsspec must come from (checked).
+BASELINE_ENV = "WSSPEC_BENCH_BASELINE"
 PATH = "/ws"
 
 
@@ -220,6 +228,18 @@ def serve_hypercorn(asgi_app: Any) -> None:
 
 def run_server(transport: str, role: str, db_url: str) -> None:
     install_stop_handler()
+    if role == "baseline":
+        # PYTHONPATH puts the baseline tree before the editable install's finder (which
+        # sys.meta_path consults last); make sure it did.
+        import wsspec
+
+        import wsspec_core
+
+        tree = Path(os.environ[BASELINE_ENV]).resolve()
+        for module in (wsspec, wsspec_core):
+            if tree not in Path(str(module.__file__)).resolve().parents:
+                raise SystemExit(f"baseline: {module.__name__} imported from {module.__file__}")
+        role = "wsspec"
     if transport == "trio":
         serve_trio_wsspec(db_url) if role == "wsspec" else serve_trio_echo()
     elif transport == "uvicorn":
@@ -256,11 +276,20 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def start_server(transport: str, role: str, db_url: str, profile: str | None) -> Server:
+def start_server(
+    transport: str, role: str, db_url: str, profile: str | None, baseline: str | None = None
+) -> Server:
     env = dict(os.environ)
     env.pop(PROFILE_ENV, None)
+    env.pop(BASELINE_ENV, None)
     if profile:
         env[PROFILE_ENV] = profile
+    if role == "baseline":
+        assert baseline is not None
+        env[BASELINE_ENV] = baseline
+        env["PYTHONPATH"] = os.pathsep.join(
+            [baseline, str(Path(baseline) / "adapters"), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve", transport, role, db_url],
         stdin=subprocess.DEVNULL,
@@ -301,12 +330,15 @@ def stop_server(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def servers(transport: str, db_url: str, profile_dir: str | None) -> Iterator[list[Server]]:
+def servers(
+    transport: str, db_url: str, profile_dir: str | None, baseline: str | None
+) -> Iterator[list[Server]]:
     started: list[Server] = []
+    roles = ("wsspec", "echo", "baseline") if baseline else ("wsspec", "echo")
     try:
-        for role in ("wsspec", "echo"):
+        for role in roles:
             profile = str(Path(profile_dir) / f"{transport}-{role}") if profile_dir else None
-            started.append(start_server(transport, role, db_url, profile))
+            started.append(start_server(transport, role, db_url, profile, baseline))
         for server in started:
             wait_ready(server)
         yield started
@@ -445,7 +477,7 @@ def bench_transport(transport: str, db_url: str, args: argparse.Namespace) -> Re
         return lambda url: wire.one_at_a_time(url, frames[:100], seconds)
 
     result = Result(transport, {}, {}, {})
-    with servers(transport, db_url, args.profile) as started:
+    with servers(transport, db_url, args.profile, args.baseline) as started:
         result.servers = started
         print(
             f"{transport}: "
@@ -499,6 +531,9 @@ def report(results: list[Result], connections: int) -> str:
                 f"{wsspec.cpu_us:>10.0f} us ({wsspec.loop_cpu_us:>3.0f} us) {echo.cpu_us:>4.0f} us "
                 f"{echo.cpu_us / wsspec.cpu_us:>5.2f}x"
             )
+    if any("baseline" in result.pipelined for result in results):
+        lines.append("")
+        lines.extend(baseline_report(results))
     lines.append("")
     lines.append(
         f"{'transport':<10} resident memory per idle connection ({connections:,} connections)"
@@ -516,6 +551,32 @@ def report(results: list[Result], connections: int) -> str:
             f"{verdict}"
         )
     return "\n".join(lines)
+
+
+def baseline_report(results: list[Result]) -> list[str]:
+    """This tree's wsspec against the baseline tree's, both against the echo floor of the
+    same run: rates and the server CPU per message."""
+    lines = [
+        f"{'':<24} {'requests per second, ratio to echo':^40}   {'server CPU per message':^30}",
+        f"{'transport':<10} {'read by id':<13} {'wsspec':>17} {'baseline':>17} {'echo':>9}"
+        f"   {'wsspec':>8} {'baseline':>8} {'echo':>6}",
+    ]
+    for result in results:
+        for name, rates in (
+            ("pipelined", result.pipelined),
+            ("one at a time", result.one_at_a_time),
+        ):
+            if "baseline" not in rates:
+                continue
+            wsspec, base, echo = rates["wsspec"], rates["baseline"], rates["echo"]
+            lines.append(
+                f"{result.transport:<10} {name:<13} "
+                f"{wsspec.per_second:>8,.0f} ({wsspec.per_second / echo.per_second:.2f}x) "
+                f"{base.per_second:>8,.0f} ({base.per_second / echo.per_second:.2f}x) "
+                f"{echo.per_second:>9,.0f}   {wsspec.cpu_us:>5.0f} us {base.cpu_us:>5.0f} us "
+                f"{echo.cpu_us:>3.0f} us"
+            )
+    return lines
 
 
 #: Where a profiled function belongs: (substring of its file name, area), first match wins.
@@ -580,9 +641,11 @@ def print_profile(server: Server, kind: str, messages: int) -> None:
         areas[area(filename, function)] += own
     waiting = areas.pop("WAITING in epoll", 0.0)
     busy = sum(areas.values())
+    calls = stats.total_calls  # type: ignore[attr-defined]
     print(
         f"\n=== {transport} {role} server, {kind} runs, event loop thread: {messages:,} "
-        f"messages, {busy:.2f} s busy, {waiting:.2f} s waiting in epoll (profiled) ==="
+        f"messages, {busy:.2f} s busy, {waiting:.2f} s waiting in epoll (profiled), "
+        f"{calls / messages:.1f} function calls per message ==="
     )
     for name, seconds in areas.most_common():
         if seconds / busy >= 0.01:
@@ -619,7 +682,17 @@ def main() -> None:
         help="run each server under cProfile (slower: compare ratios of the same run only) "
         "and print where its event loop thread spends its time",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run wsspec from the source tree in DIR (DIR/wsspec_core, DIR/adapters), "
+        "alternated with the others, for a before/after of the same run",
+    )
     args = parser.parse_args()
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
+        if not (Path(args.baseline) / "adapters" / "wsspec").is_dir():
+            parser.error("--baseline: DIR/adapters/wsspec not found")
     transports = [name.strip() for name in args.transports.split(",") if name.strip()]
     unknown = set(transports) - set(TRANSPORTS)
     if unknown or not transports:
