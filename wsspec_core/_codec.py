@@ -170,6 +170,14 @@ def decode(
         parsed = orjson.loads(frame)
     except Exception:  # orjson.JSONDecodeError; also its depth limit, bad UTF-8, bad types
         return _error("", "invalid_message", "Failed to parse message: not a UTF-8 JSON text")
+    return decode_parsed(parsed, options_cache=options_cache)
+
+
+def decode_parsed(
+    parsed: Any, *, options_cache: OptionsCache | None = None
+) -> InboundMessage | DecodeError:
+    """:func:`decode` of a frame already parsed by ``orjson.loads`` (the engine parses
+    it itself to try its direct read path first)."""
     if type(parsed) is not dict:  # orjson builds plain dicts: no subclass to allow for
         return _error("", "invalid_message", "Message must be a JSON object")
     try:
@@ -266,6 +274,28 @@ def _decode_plain_read(obj: dict[str, Any], options_cache: OptionsCache | None) 
     in the documented order: nothing here has changed state, so trying costs nothing
     but time. tests/core/test_fast_paths.py compares the two on arbitrary objects.
     """
+    parts = plain_read(obj, options_cache)
+    if parts is None:
+        return None
+    message_id, entity, schema, record_id, options = parts
+    return Request(
+        id=message_id,
+        operation=Operation.READ,
+        entity=entity,
+        schema=schema,
+        record_id=record_id,
+        options=options,
+    )
+
+
+def plain_read(
+    obj: dict[str, Any], options_cache: OptionsCache | None
+) -> tuple[MessageId, str, str | None, RecordId | None, QueryOptions] | None:
+    """What :func:`_decode_plain_read` checks, as the fields of the ``Request`` it would
+    return: ``(id, entity, schema, record_id, options)``, or ``None``. ``obj`` is a read
+    (``type`` and ``operation`` checked by the caller). The engine's direct read path
+    (``Engine._read_parsed``) takes these and builds a ``Request`` only if it needs one.
+    """
     message_id: Any = obj.get("id")
     kind = type(message_id)
     if not (kind is int or (kind is str and message_id)):
@@ -295,14 +325,7 @@ def _decode_plain_read(obj: dict[str, Any], options_cache: OptionsCache | None) 
             options = _read_options(raw_options, options_cache)
         except _Invalid:
             return None
-    return Request(
-        id=message_id,
-        operation=Operation.READ,
-        entity=entity,
-        schema=schema,
-        record_id=record_id,
-        options=options,
-    )
+    return message_id, entity, schema, record_id, options
 
 
 def _read_schema(obj: dict[str, Any]) -> str | None:
@@ -905,7 +928,20 @@ def encode_success(
     ``Response``: the engine answers most requests with a success, and the frozen object
     costs more to build than the JSON costs to write. Same bytes (``_success_payload``);
     raises ``TypeError`` like :func:`encode` for a value the codec cannot write."""
-    payload = _success_payload(message_id, data, metadata, timestamp)
+    # _success_payload's dictionaries, written out (one call less per response; the
+    # tests compare the bytes with encode's).
+    payload: dict[str, Any] = (
+        {"id": message_id, "type": _RESPONSE, "success": True, "data": data, "timestamp": timestamp}
+        if metadata is None
+        else {
+            "id": message_id,
+            "type": _RESPONSE,
+            "success": True,
+            "data": data,
+            "metadata": metadata,
+            "timestamp": timestamp,
+        }
+    )
     try:
         # encode_json's first try, one call sooner; what orjson refuses goes through it.
         return orjson.dumps(payload, option=_DUMPS_OPTIONS).decode()

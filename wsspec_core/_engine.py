@@ -54,6 +54,8 @@ import collections
 from collections.abc import Callable, Hashable
 from typing import Any
 
+import orjson
+
 from ._actions import (
     LOG_ERROR,
     LOG_WARNING,
@@ -66,7 +68,7 @@ from ._actions import (
     RunStorage,
     SendPing,
 )
-from ._codec import decode, encode, encode_success, format_timestamp
+from ._codec import decode, decode_parsed, encode, encode_success, format_timestamp, plain_read
 from ._config import Limits
 from ._entities import Entity, EntityRegistry, ResolutionError
 from ._events import (
@@ -106,9 +108,10 @@ from ._messages import (
     Response,
     Subscribe,
     Unsubscribe,
+    quick_new,
 )
 from ._options import coerce_change_row, compile_read
-from ._pipeline import PENDING_PONG, Connection, ConnState, Pipeline, Run, RunKind
+from ._pipeline import PENDING_PONG, Connection, ConnState, Pipeline, Run, RunKind, read_run
 from ._query import (
     InvalidRequest,
     ListResult,
@@ -140,6 +143,13 @@ CLOSE_INTERNAL_ERROR = 1011
 
 _Continuation = Callable[[], None]
 
+_OPEN = ConnState.OPEN
+#: The metadata of a read by id answered with its row, shared: it is encoded at once, and
+#: no hook sees a response's metadata.
+_ONE_ROW: dict[str, Any] = {"total": 1}
+_new_run_storage = quick_new(RunStorage)
+_loads = orjson.loads
+
 
 class Engine:
     """The sans-IO WebSocketSpec server engine. See docs/core.md.
@@ -163,6 +173,9 @@ class Engine:
     ) -> None:
         registry.validate()
         self.registry = registry
+        #: The registry's entities by name (its own dict, which registering adds to):
+        #: the direct read path resolves a name without a schema there.
+        self._by_name = registry.by_name
         self.hooks = hooks if hooks is not None else HookRegistry()
         self.limits = limits if limits is not None else Limits()
         self._compiler = RequestCompiler(registry, self.limits)
@@ -201,6 +214,18 @@ class Engine:
         self._timestamp_of: tuple[int, str] = (-1, "")
 
     # --- public surface ----------------------------------------------------------
+
+    @property
+    def hooks(self) -> HookRegistry:
+        """The hooks this engine calls (hooks registered on it later are called too)."""
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, hooks: HookRegistry) -> None:
+        self._hooks = hooks
+        #: The registry's hook types that have hooks: its own mapping, which registering
+        #: adds to; empty is the common case, where every hook step is skipped.
+        self._hook_types = hooks.registered
 
     @property
     def connection_count(self) -> int:
@@ -451,23 +476,89 @@ class Engine:
 
     def _on_message(self, event: MessageReceived) -> None:
         conn = self._connections.get(event.connection_id)
-        if conn is None or conn.state is not ConnState.OPEN or self._pipeline.draining:
+        if conn is None or conn.state is not _OPEN or self._pipeline.draining:
             return  # late frames of a closing connection, or after shutdown: not taken
-        heard_from(conn, event.now)
+        # heard_from(conn, event.now), written out: every message passes here.
+        conn.last_seen = event.now
+        conn.ping_sent_at = None
         data = event.data
         limit = self.limits.max_message_bytes
         if len(data) * 4 > limit and size_in_bytes(data, limit) > limit:
             self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
             return
-        message = decode(data, options_cache=self._compiler.options_cache)
+        options_cache = self._compiler.options_cache
+        try:
+            parsed = _loads(data)
+        except Exception:  # not JSON text: decode() answers it
+            message = decode(data, options_cache=options_cache)
+        else:
+            if (
+                not self._hook_types
+                and type(parsed) is dict
+                and parsed.get("type") == "request"
+                and parsed.get("operation") == "read"
+                and not self._rate_limited
+                and self._read_parsed(conn, parsed)
+            ):
+                return
+            message = decode_parsed(parsed, options_cache=options_cache)
         if (
             type(message) is Request
             and message.operation is Operation.READ
-            and not self.hooks.registered
+            and not self._hook_types
         ):
             self._read(conn, message)
             return
         self._pipeline.receive(conn, self._admit(conn, message))
+
+    def _read_parsed(self, conn: Connection, obj: dict[str, Any]) -> bool:
+        """The most common request again, straight from the parsed frame, when no hook is
+        registered, requests are not rate limited, no schema is given and the read's
+        shape has been compiled before (the first of each shape takes ``_read``): what
+        ``_read`` does with the ``Request`` ``decode`` would return, without building
+        it (``_request`` builds it if a later step needs it). ``False``, with nothing
+        done, for anything else: the caller decodes it as usual. Checked against the
+        general path by tests/core/test_fast_paths.py."""
+        parts = plain_read(obj, self._compiler.options_cache)
+        if parts is None:
+            return False
+        message_id, name, schema, record_id, options = parts
+        candidates = self._by_name.get(name)
+        if schema is not None or candidates is None or len(candidates) != 1:
+            return False
+        entity = candidates[0]
+        try:
+            query = self._compiler.known_read(entity, options, record_id)
+        except InvalidRequest:
+            return False
+        if query is None:
+            return False
+        run = read_run(conn, entity, options, message_id, record_id, query)
+        if self._pipeline.start_at_once(conn, run):
+            self._next_id += 1
+            self._storage_pending[self._next_id] = run
+            self._out.append(_new_run_storage(self._next_id, query, message_id))
+        else:
+            self._request(run)
+            self._pipeline.receive(conn, run)
+        return True
+
+    @staticmethod
+    def _request(run: Run) -> Request:
+        """The ``Request`` of a run, built now for a read that took ``_read_parsed``:
+        the one ``decode`` returns for its frame (no schema; its entity's own name)."""
+        message = run.message
+        if message is None:
+            assert run.message_id is not None and run.entity is not None
+            message = run.message = Request(
+                id=run.message_id,
+                operation=Operation.READ,
+                entity=run.entity.name,
+                record_id=run.record_id,
+                options=run.options,
+            )
+        assert isinstance(message, Request)
+        return message
 
     def _read(self, conn: Connection, message: Request) -> None:
         """The most common request, a read, when no hook is registered at all: what
@@ -622,16 +713,20 @@ class Engine:
         straight from its parts (``encode_success``: the bytes of ``encode(Response(...))``)
         and the ``Response`` object is built only when the frame cannot be sent as it is
         (``_encode_response`` then answers with the error)."""
-        message = run.message
-        assert message is not None
-        timestamp = self._timestamp()
+        message_id = run.message_id
+        assert message_id is not None
+        known, timestamp = self._timestamp_of
+        if known != round(self._wall * 1000):  # _timestamp(), written out
+            timestamp = self._timestamp()
         try:
-            frame = encode_success(message.id, data, metadata, timestamp)
+            frame = encode_success(message_id, data, metadata, timestamp)
         except Exception:
             frame = None
         if frame is None or len(frame) > self.limits.max_reply_bytes:
+            if run.message is None:
+                self._request(run)  # _finish reads the operation: read_error
             response = Response(
-                id=message.id, success=True, timestamp=timestamp, data=data, metadata=metadata
+                id=message_id, success=True, timestamp=timestamp, data=data, metadata=metadata
             )
             self._finish(run, response)
             return
@@ -670,7 +765,7 @@ class Engine:
 
     def _run_hooks(self, run: Run, hook_type: HookType, then: _Continuation) -> None:
         """Call the hooks of ``hook_type`` for a request run, with its context in sync."""
-        if hook_type not in self.hooks.registered:  # the common case: no hook, no context
+        if hook_type not in self._hook_types:  # the common case: no hook, no context
             then()
             return
         context = run.context
@@ -754,7 +849,7 @@ class Engine:
             if isinstance(message, Request) and message.operation in WRITE_OPERATIONS:
                 # Its log entry may arrive before its StorageCompleted: hold from now.
                 self._pipeline.hold_notifications(run)
-        if HookType.BEFORE_HANDLE not in self.hooks.registered:
+        if HookType.BEFORE_HANDLE not in self._hook_types:
             # The common case, no hook: what _run_hooks would do, without building the
             # continuation it would call at once.
             self._before_operation(run)
@@ -794,7 +889,7 @@ class Engine:
             self._meta(run)
             return
         before, _after = OPERATION_HOOKS[message.operation]
-        if before not in self.hooks.registered:  # no hook: no continuation to build
+        if before not in self._hook_types:  # no hook: no continuation to build
             self._storage(run)
             return
         self._run_hooks(run, before, lambda: self._storage(run))
@@ -827,7 +922,7 @@ class Engine:
         kind = type(query)
         if (
             (kind is ReadOne or kind is ReadList)
-            and not self.hooks.registered
+            and not self._hook_types
             and run.conn.state is ConnState.OPEN
         ):
             # A read answered with a result of the documented shape, no hook registered:
@@ -837,7 +932,7 @@ class Engine:
             if kind is ReadOne:
                 if type(result) is dict:
                     run.result = result
-                    self._succeed(run, result, {"total": 1})
+                    self._succeed(run, result, _ONE_ROW)
                     return
             elif type(result) is ListResult:
                 found = result.rows
@@ -848,6 +943,8 @@ class Engine:
                     run.result = found
                     self._succeed(run, found, _list_metadata(query, result))
                     return
+        if run.message is None:
+            self._request(run)  # a direct read's result goes the general way
         if run.kind is RunKind.EXCLUSIVE and isinstance(run.message, Subscribe):
             self._subscribe_read(run, event.result)
             return
@@ -904,6 +1001,8 @@ class Engine:
 
     def _on_storage_failed(self, event: StorageFailed) -> None:
         run = self._storage_pending.pop(event.operation_id)
+        if run.message is None:
+            self._request(run)
         if isinstance(run.message, Subscribe):
             self._abandon_start(run, ErrorInfo(code="subscribe_error", message=event.error.message))
             return
@@ -914,7 +1013,7 @@ class Engine:
         assert isinstance(run.message, Request)
         run.result = data
         _before, after = OPERATION_HOOKS[run.message.operation]
-        if after not in self.hooks.registered:  # no hook: no continuation to build
+        if after not in self._hook_types:  # no hook: no continuation to build
             self._succeed(run, data, metadata)
             return
         self._run_hooks(run, after, lambda: self._succeed(run, run.result, metadata))

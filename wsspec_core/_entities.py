@@ -8,7 +8,7 @@ section "Entities and schemas".
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -163,6 +163,12 @@ class EntityRegistry:
 
     def entities(self) -> list[Entity]:
         return list(self._by_qualified.values())
+
+    @property
+    def by_name(self) -> Mapping[str, Sequence[Entity]]:
+        """The entities by their name without schema (a live, read-only view): one entity
+        under a name is what :meth:`resolve` finds for that name and no schema."""
+        return self._by_name
 
     def get(self, qualified_name: str) -> Entity | None:
         return self._by_qualified.get(qualified_name)

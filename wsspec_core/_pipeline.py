@@ -50,7 +50,7 @@ from ._actions import Action, PauseReading, ResumeReading, Send
 from ._config import Limits
 from ._entities import Entity
 from ._hooks import HookContext, RequestInfo
-from ._messages import QueryOptions, Request, Subscribe, Unsubscribe
+from ._messages import QueryOptions, Request, Subscribe, Unsubscribe, quick_new
 from ._subscriptions import Subscription
 
 
@@ -61,6 +61,7 @@ class ConnState(enum.Enum):
 
 
 _NO_OPTIONS = QueryOptions()
+_new_send = quick_new(Send)
 
 #: The response of a ping whose pong is written when it is sent (a change feed's
 #: position): compared by identity, never sent as it is.
@@ -91,6 +92,7 @@ class Run:
         "key",
         "kind",
         "message",
+        "message_id",
         "options",
         "record_id",
         "response",
@@ -111,7 +113,10 @@ class Run:
     ) -> None:
         self.conn = conn
         self.kind = kind
+        #: ``None`` for a read on the engine's direct path until a step needs it
+        #: (``Engine._request``): ``message_id`` and the fields below say all it would.
         self.message = message
+        self.message_id = None if message is None else message.id
         self.entity = entity
         #: The encoded response frame, once the run has finished.
         self.response = response
@@ -130,6 +135,42 @@ class Run:
         self.committed = False
         #: This run holds its connection's notifications: its response releases them.
         self.holds = False
+
+
+_alloc = object.__new__
+
+
+def read_run(
+    conn: Connection,
+    entity: Entity,
+    options: QueryOptions,
+    message_id: Any,
+    record_id: Any,
+    key: Any,
+) -> Run:
+    """``Run(conn, RunKind.SHARED, None, entity, options=options)`` with its
+    ``message_id``, ``record_id`` and ``key`` set: the run of a read on the engine's
+    direct path, built without the type call (one per read; every slot is set, as
+    ``Run.__init__`` sets them: tests/core/test_fast_paths.py compares the two)."""
+    run: Run = _alloc(Run)
+    run.conn = conn
+    run.kind = RunKind.SHARED
+    run.message = None
+    run.message_id = message_id
+    run.entity = entity
+    run.response = None
+    run.started = False
+    run.options = options
+    run.data = None
+    run.record_id = record_id
+    run.result = None
+    run.subscription_id = None
+    run.context = None
+    run.hooks_ran = False
+    run.key = key
+    run.committed = False
+    run.holds = False
+    return run
 
 
 @attrs.define(eq=False)
@@ -182,6 +223,7 @@ class Pipeline:
         "_congested_above",
         "_drained",
         "_max_in_flight",
+        "_outbound_queue",
         "_pong",
         "_read_ahead",
         "_relieved_below",
@@ -216,6 +258,7 @@ class Pipeline:
         self._read_ahead = limits.requests_read_ahead
         self._backlog_high_water = limits.backlog_high_water
         self._max_in_flight = limits.max_in_flight
+        self._outbound_queue = limits.outbound_queue
         #: Subscribing connections too far behind for the change feed to go on, by id,
         #: with the time each became so (only tracked when the engine has a feed).
         self.congested: dict[Hashable, float] = {}
@@ -279,10 +322,29 @@ class Pipeline:
         if conn.state is ConnState.OPEN:
             if conn.waiting or conn.pumping:
                 self.pump(conn)
-            else:
-                # Nothing to start: all pump() would do is flush, and flushing never
-                # finishes a run, so it cannot ask for another pump.
-                self.flush(conn)
+                return
+            runs = conn.runs
+            if (
+                runs[0] is run
+                and (len(runs) == 1 or runs[1].response is None)
+                and not run.holds
+                and frame is not PENDING_PONG
+                and not self.draining
+            ):
+                # The common case, the oldest run answered alone: what flush() does for
+                # it, without its loop.
+                self.send(conn, frame)
+                del runs[0]
+                if (
+                    conn.paused
+                    or len(runs) >= self._read_ahead
+                    or conn.backlog >= self._backlog_high_water
+                ):
+                    self.update_reading(conn)
+                return
+            # Nothing to start: all pump() would do is flush, and flushing never
+            # finishes a run, so it cannot ask for another pump.
+            self.flush(conn)
 
     def abandon(self, conn: Connection) -> None:
         """Forget the runs of a connection that is closing, except those executing: they
@@ -376,9 +438,9 @@ class Pipeline:
         notifications) means the client is not reading what it is sent: the connection is
         closed once this event's actions are complete (closing here would change the runs
         being flushed)."""
-        self.out.append(Send(connection_id=conn.id, frame=frame))
+        self.out.append(_new_send(conn.id, frame))
         conn.backlog += 1
-        if conn.backlog > self.limits.outbound_queue + conn.burst_allowance:
+        if conn.backlog > self._outbound_queue + conn.burst_allowance:
             self._slow_consumer(conn, "outbound queue full: client is not reading")
         above = self._congested_above
         if (

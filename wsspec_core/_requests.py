@@ -41,6 +41,7 @@ from ._messages import (
     Request,
     Subscribe,
     Unsubscribe,
+    quick_new,
 )
 from ._options import coerce_key, coerce_record, compile_read, compile_selection
 from ._pipeline import Connection, Run, RunKind
@@ -60,6 +61,8 @@ from ._query import (
 )
 
 _T = TypeVar("_T")
+
+_new_read_one = quick_new(ReadOne)
 
 #: Compiled queries kept per engine; the cache is cleared when it reaches this size.
 _COMPILED_CACHE_SIZE = 1024
@@ -137,30 +140,42 @@ class RequestCompiler:
         options = message.options
         run = Run(conn, RunKind.SHARED, message, resolved, options=options)
         record_id = run.record_id = message.record_id
-        shape = self._shapes.get((id(resolved), id(options)))
-        if shape is not None and shape.entity is resolved and shape.options is options:
-            if record_id is None:
-                if shape.list_read is not None:
-                    run.key = shape.list_read
-                    return run
-            elif shape.by_id is not None:
-                # The order of check(): filters (known good), the key, the selection
-                # (known good). An integer in range is what coerce_key makes of it.
-                key_range = shape.key_range
-                if (
-                    key_range is not None
-                    and type(record_id) is int
-                    and key_range[0] <= record_id <= key_range[1]
-                ):
-                    key = record_id
-                else:
-                    key = coerce_key(resolved, record_id)
-                filters, selection = shape.by_id
-                run.key = ReadOne(entity=resolved, key=key, filters=filters, selection=selection)
-                return run
+        query = self.known_read(resolved, options, record_id)
+        if query is not None:
+            run.key = query
+            return run
         self.check(run)
         self._remember(run)
         return run
+
+    def known_read(
+        self, entity: Entity, options: QueryOptions, record_id: Any
+    ) -> ReadList | ReadOne | None:
+        """The storage operation of a read of ``entity`` with ``options`` (this very
+        object) and ``record_id``, if its shape has been compiled before (:meth:`read`
+        remembers each one it compiles); ``None`` otherwise, and :meth:`check` says what
+        to do (or what is wrong). Raises InvalidRequest for a key :meth:`check` would
+        refuse, with its error."""
+        shape = self._shapes.get((id(entity), id(options)))
+        if shape is None or shape.entity is not entity or shape.options is not options:
+            return None
+        if record_id is None:
+            return shape.list_read
+        by_id = shape.by_id
+        if by_id is None:
+            return None
+        # The order of check(): filters (known good), the key, the selection (known
+        # good). An integer in range is what coerce_key makes of it.
+        key_range = shape.key_range
+        if (
+            key_range is not None
+            and type(record_id) is int
+            and key_range[0] <= record_id <= key_range[1]
+        ):
+            key = record_id
+        else:
+            key = coerce_key(entity, record_id)
+        return _new_read_one(entity, key, by_id[0], by_id[1])
 
     def _remember(self, run: Run) -> None:
         """Keep the parts of a read ``check`` just compiled for :meth:`read`. Only for

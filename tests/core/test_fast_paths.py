@@ -646,3 +646,249 @@ def test_quick_init_refuses_what_it_cannot_build() -> None:
 
     with pytest.raises(TypeError):
         quick_init(Unslotted)
+
+
+@pytest.mark.parametrize("cls", QUICK_CLASSES, ids=lambda cls: cls.__name__)
+def test_quick_new_builds_what_the_class_builds(cls: Any) -> None:
+    """``quick_new(cls)(*values)``, the engine's positional builder, gives the object
+    ``cls(**values)`` gives: the same class, every field the value given, equal, the same
+    repr, frozen."""
+    from wsspec_core._messages import quick_new
+
+    fields = attrs.fields(cls)
+    values = {field.name: object() for field in fields}
+    built = quick_new(cls)(*values.values())
+    assert type(built) is cls
+    assert all(getattr(built, field.name) is values[field.name] for field in fields)
+    assert built == cls(**values) and repr(built) == repr(cls(**values))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(built, fields[0].name, 1)
+    with pytest.raises(TypeError):
+        quick_new(cls)(*list(values.values())[:-1])
+
+
+def test_quick_new_builds_only_what_quick_init_built() -> None:
+    from wsspec_core._messages import quick_new
+
+    with pytest.raises(TypeError):
+        quick_new(ws.Response)
+
+
+def test_a_read_run_is_the_run_the_class_builds() -> None:
+    """``read_run`` (the direct read path's run, built without the type call) sets every
+    slot ``Run.__init__`` sets, to the same values."""
+    from wsspec_core._pipeline import Run, RunKind, read_run
+
+    conn = Connection(id=1, request=ws.RequestInfo(), state=ConnState.OPEN)
+    options = ws.QueryOptions(limit=3)
+    key = object()
+    ours = read_run(conn, USERS, options, "m1", 7, key)
+    theirs = Run(conn, RunKind.SHARED, None, USERS, options=options)
+    theirs.message_id = "m1"
+    theirs.record_id = 7
+    theirs.key = key
+    for slot in Run.__slots__:
+        assert getattr(ours, slot) == getattr(theirs, slot), slot
+        assert type(getattr(ours, slot)) is type(getattr(theirs, slot)), slot
+
+
+# --- reads straight from the parsed frame (Engine._read_parsed, issue 11) -----------------
+
+OTHER_USERS = ws.Entity(
+    schema="other",
+    name="users",
+    table_name="users",
+    columns=[ws.Column(name="id", type=ws.ColumnType.INTEGER, nullable=False, primary_key=True)],
+)
+
+parsed_reads = st.builds(
+    lambda n, entity, schema, rid, opts: {
+        "id": f"r{n}" if n % 3 else n,
+        "type": "request",
+        "operation": "read",
+        "entity": entity,
+        **({"schema": schema} if schema is not None else {}),
+        **({"record_id": rid} if rid is not None else {}),
+        **({"options": opts} if opts is not None else {}),
+    },
+    st.integers(0, 10**6),
+    st.sampled_from(["users"] * 4 + ["named", "named", "ghosts"]),
+    st.sampled_from([None] * 6 + ["", "public", "other"]),
+    st.one_of(
+        st.none(), st.integers(0, 6), st.sampled_from(["3", "", "x", True, 2**63, 1.5, "k1"])
+    ),
+    st.one_of(
+        st.none(),
+        st.sampled_from(
+            [
+                {"limit": 2},
+                {"filters": [{"column": "age", "operator": "gte", "value": 22}], "limit": 1},
+                {"filters": [{"column": "age", "operator": "in", "value": [20, 21]}]},
+                {"columns": ["name"]},
+                {"filters": [{"column": "nope", "operator": "eq", "value": 1}]},
+                {"limit": "x"},
+            ]
+        ),
+    ),
+)
+# Mostly reads and completions with the usual results (odd ones are variants 1-7), so
+# that shapes repeat and take the direct path; now and then something else happens.
+_send = st.tuples(
+    st.just("send"), st.tuples(parsed_reads, st.sampled_from([0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]))
+)
+_complete = st.tuples(st.just("complete"), st.integers(0, 10))
+parsed_steps = st.lists(
+    st.one_of(
+        _send,
+        _send,
+        _send,
+        _complete,
+        _complete,
+        _complete,
+        st.tuples(st.just("fail"), st.integers(0, 10)),
+        st.tuples(st.just("hook"), st.sampled_from(["after_read", "before_read"])),
+        st.tuples(st.just("register"), st.just(None)),
+        st.tuples(st.just("close"), st.just(None)),
+    ),
+    max_size=40,
+)
+
+
+def _play_parsed(script: list[tuple[str, Any]], limits: ws.Limits, parsed: bool) -> list[Any]:
+    """Play ``script`` on an engine whose direct read path from the parsed frame is on
+    (``parsed``) or off (every read decoded into a ``Request`` first): storage completed
+    or failed in a chosen order, a hook or an entity registered midway, the connection
+    closed. Returns every action, operation ids left out."""
+    named = ws.Entity(
+        name="named",
+        table_name="named",
+        columns=[
+            ws.Column(name="code", type=ws.ColumnType.TEXT, nullable=False, primary_key=True),
+            ws.Column(name="age", type=ws.ColumnType.INTEGER),
+        ],
+    )
+    registry = ws.EntityRegistry([USERS, named])
+    hooks = ws.HookRegistry()
+    engine = ws.Engine(registry, hooks=hooks, limits=limits)
+    if not parsed:
+        engine._read_parsed = lambda conn, obj: False  # type: ignore[method-assign]
+    storage = ws.MemoryStorage(registry)
+    for i in range(5):
+        storage.execute(
+            ws.Create(
+                entity=USERS, rows=({"id": i, "name": f"u{i}", "status": "a", "age": 20 + i},)
+            )
+        )
+        storage.execute(ws.Create(entity=named, rows=({"code": f"k{i}", "age": i},)))
+    variants: dict[Any, int] = {}
+
+    def result_of(action: ws.RunStorage, result: Any) -> Any:
+        return _odd_result(variants[action.request_id], action, result)
+
+    driver = Driver(engine, storage, auto=False, storage_result=result_of)
+    cid = 1
+    driver.connect(cid)
+    for step, arg in script:
+        if step == "send":
+            message, variant = arg
+            variants[message["id"]] = variant
+            driver.send(cid, message)
+        elif step == "close":
+            driver.disconnect(cid)
+            cid += 1
+            driver.connect(cid)
+        elif step == "hook":
+
+            def hook(ctx: ws.HookContext) -> None:
+                ctx.metadata["seen"] = ctx.metadata.get("seen", 0) + 1
+
+            hooks.register(arg, hook)
+        elif step == "register" and "other.users" not in [
+            e.qualified_name for e in registry.entities()
+        ]:
+            registry.register(OTHER_USERS)  # "users" is ambiguous from now on
+        elif step in ("complete", "fail") and driver.storage_pending:
+            action = driver.storage_pending[arg % len(driver.storage_pending)]
+            driver.storage_pending.remove(action)
+            if step == "complete":
+                driver.finish_storage(action)
+            else:
+                error = ws.StorageError(kind=ws.StorageErrorKind.OTHER, message="boom")
+                driver.feed(
+                    ws.StorageFailed(operation_id=action.operation_id, error=error, now=driver.now)
+                )
+        while driver.hooks_pending:
+            driver.finish_hooks(driver.hooks_pending.popleft())
+    driver.run_pending()
+    return [
+        (repr(action.operation), action.request_id)
+        if isinstance(action, ws.RunStorage)
+        else (action.hook_type, action.context.message_id)
+        if isinstance(action, ws.RunHooks)
+        else action
+        for action in driver.log
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    script=parsed_steps,
+    in_flight=st.integers(1, 3),
+    rate_limited=st.sampled_from([False, False, False, True]),
+)
+def test_reads_from_the_parsed_frame_do_what_decoded_reads_do(
+    script: list[tuple[str, Any]], in_flight: int, rate_limited: bool
+) -> None:
+    """An engine that answers reads straight from the parsed frame (``_read_parsed``:
+    no ``Request`` built unless a later step needs one) causes the same actions, in the
+    same order, as one that decodes every read into a ``Request`` first: with and
+    without a schema, text and integer keys, keys and options it refuses, pipelined
+    beyond ``max_in_flight`` (queued runs build their ``Request``), completed out of
+    order, failed, with odd storage results, a hook registered while reads run (their
+    after-hooks then run, as for a decoded read), an entity registered that makes a name
+    ambiguous, and the connection closed and opened again."""
+    script = [
+        (
+            (step, ({**arg[0], "id": f"{arg[0]['id']}-{n}"}, arg[1]))
+            if step == "send"
+            else (step, arg)
+        )
+        for n, (step, arg) in enumerate(script)
+    ]
+    limits = ws.Limits(
+        keepalive_interval=None,
+        max_in_flight=in_flight,
+        max_reply_bytes=4000,
+        rate_limit=1.0 if rate_limited else None,
+        rate_burst=3,
+    )
+    assert _play_parsed(script, limits, parsed=True) == _play_parsed(script, limits, parsed=False)
+
+
+def test_reads_from_the_parsed_frame_are_the_common_case() -> None:
+    """A repeated read shape takes ``_read_parsed`` and builds no ``Request``; the first
+    of a shape, a schema, or a hook take the decoded path."""
+    engine = ws.Engine(ws.EntityRegistry([USERS]), limits=ws.Limits(keepalive_interval=None))
+    engine.handle(ws.ConnectionOpened(connection_id=1, request=ws.RequestInfo(), now=1.0))
+    taken: list[bool] = []
+    direct = engine._read_parsed
+
+    def spy(conn: Any, obj: dict[str, Any]) -> bool:
+        taken.append(direct(conn, obj))
+        return taken[-1]
+
+    engine._read_parsed = spy  # type: ignore[method-assign]
+    frames = [
+        {"id": "a", "type": "request", "operation": "read", "entity": "users", "record_id": 1},
+        {"id": "b", "type": "request", "operation": "read", "entity": "users", "record_id": 2},
+        {"id": "c", "type": "request", "operation": "read", "entity": "users"},
+        {"id": "d", "type": "request", "operation": "read", "entity": "users"},
+        {"id": 5, "type": "request", "operation": "read", "entity": "users", "schema": "public"},
+    ]
+    for frame in frames:
+        [run] = engine.handle(
+            ws.MessageReceived(connection_id=1, data=orjson.dumps(frame).decode(), now=1.0)
+        )
+        assert isinstance(run, ws.RunStorage) and run.request_id == frame["id"]
+        engine.handle(ws.StorageCompleted(operation_id=run.operation_id, result=None, now=1.0))
+    assert taken == [False, True, False, True, False]
