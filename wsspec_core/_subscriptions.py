@@ -13,6 +13,7 @@ notifications").
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable
 from typing import Any
 
@@ -32,6 +33,9 @@ class Subscription:
     filters: Filters
     #: Creation order: notifications for one change go out in this order.
     sequence: int
+
+
+_by_sequence = operator.attrgetter("sequence")
 
 
 def _index_key(filters: Filters) -> tuple[str, tuple[Any, ...]] | None:
@@ -119,17 +123,24 @@ class SubscriptionIndex:
         bucket = self._by_entity.get(entity.qualified_name)
         if bucket is None:
             return []
-        candidates: dict[str, Subscription] = dict(bucket.unindexed)
-        for column, by_value in bucket.by_value.items():
-            value = row.get(column)
-            if value is None:
-                continue
-            try:
-                found = by_value.get(value)
-            except TypeError:  # an unhashable value can equal no filter value
-                continue
-            if found:
-                candidates.update(found)
-        matched = [s for s in candidates.values() if matches(s.filters, row)]
-        matched.sort(key=lambda s: s.sequence)
+        candidates: dict[str, Subscription] = bucket.unindexed
+        if bucket.by_value:
+            candidates = dict(candidates)  # not the index's own: it is added to
+            for column, by_value in bucket.by_value.items():
+                value = row.get(column)
+                if value is None:
+                    continue
+                try:
+                    found = by_value.get(value)
+                except TypeError:  # an unhashable value can equal no filter value
+                    continue
+                if found:
+                    candidates.update(found)
+        # A subscription without filters matches every row (matches() would say so, in
+        # two calls more per subscription: a fan-out to every subscriber of an entity
+        # asks this once per subscriber).
+        matched = [
+            s for s in candidates.values() if not s.filters.groups or matches(s.filters, row)
+        ]
+        matched.sort(key=_by_sequence)
         return matched
