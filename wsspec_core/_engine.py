@@ -227,6 +227,13 @@ class Engine:
         #: adds to; empty is the common case, where every hook step is skipped.
         self._hook_types = hooks.registered
 
+    #: The hooks a read runs: with none of them registered (other hooks may be, such as
+    #: ``before_connect``), reads take the direct path. The tests set it to every hook
+    #: type on an engine whose reads they want to see take the general path.
+    _read_hook_types: frozenset[HookType] = frozenset(
+        {HookType.BEFORE_HANDLE, HookType.BEFORE_READ, HookType.AFTER_READ}
+    )
+
     @property
     def connection_count(self) -> int:
         """Connections accepted and not yet closed."""
@@ -486,6 +493,9 @@ class Engine:
         if len(data) * 4 > limit and size_in_bytes(data, limit) > limit:
             self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
             return
+        hooks = self._hook_types
+        # No hook a read would run (connection hooks, say, are no business of a read's).
+        plain = not hooks or hooks.keys().isdisjoint(self._read_hook_types)
         options_cache = self._compiler.options_cache
         try:
             parsed = _loads(data)
@@ -493,7 +503,7 @@ class Engine:
             message = decode(data, options_cache=options_cache)
         else:
             if (
-                not self._hook_types
+                plain
                 and type(parsed) is dict
                 and parsed.get("type") == "request"
                 and parsed.get("operation") == "read"
@@ -502,18 +512,14 @@ class Engine:
             ):
                 return
             message = decode_parsed(parsed, options_cache=options_cache)
-        if (
-            type(message) is Request
-            and message.operation is Operation.READ
-            and not self._hook_types
-        ):
+        if plain and type(message) is Request and message.operation is Operation.READ:
             self._read(conn, message)
             return
         self._pipeline.receive(conn, self._admit(conn, message))
 
     def _read_parsed(self, conn: Connection, obj: dict[str, Any]) -> bool:
-        """The most common request again, straight from the parsed frame, when no hook is
-        registered, requests are not rate limited, no schema is given and the read's
+        """The most common request again, straight from the parsed frame, when no hook a
+        read runs is registered, requests are not rate limited, no schema is given and the read's
         shape has been compiled before (the first of each shape takes ``_read``): what
         ``_read`` does with the ``Request`` ``decode`` would return, without building
         it (``_request`` builds it if a later step needs it). ``False``, with nothing
@@ -561,7 +567,7 @@ class Engine:
         return message
 
     def _read(self, conn: Connection, message: Request) -> None:
-        """The most common request, a read, when no hook is registered at all: what
+        """The most common request, a read, when no hook a read runs is registered: what
         ``_admit``, ``Pipeline.receive``, ``_start``, ``_before_operation`` and ``_storage``
         do for it, without the steps that have nothing to do (no hook to call, no write
         to hold notifications for, no second check). tests/core/test_fast_paths.py checks
@@ -920,14 +926,16 @@ class Engine:
         run = self._storage_pending.pop(event.operation_id)
         query = run.key
         kind = type(query)
+        hooks = self._hook_types
         if (
             (kind is ReadOne or kind is ReadList)
-            and not self._hook_types
+            and (not hooks or hooks.keys().isdisjoint(self._read_hook_types))
             and run.conn.state is ConnState.OPEN
         ):
-            # A read answered with a result of the documented shape, no hook registered:
-            # what the general path below does for it (result_problem, _after) in a few
-            # checks. Anything else (None, a subclass, a wrong shape) goes the general way.
+            # A read answered with a result of the documented shape, no hook a read runs
+            # registered: what the general path below does for it (result_problem,
+            # _after) in a few checks. Anything else (None, a subclass, a wrong shape)
+            # goes the general way.
             result = event.result
             if kind is ReadOne:
                 if type(result) is dict:

@@ -462,11 +462,19 @@ def _odd_result(variant: int, action: ws.RunStorage, result: Any) -> Any:
 
 
 def _play(
-    hooks: ws.HookRegistry | None, script: list[tuple[str, Any]], limits: ws.Limits
+    hooks: ws.HookRegistry | None,
+    script: list[tuple[str, Any]],
+    limits: ws.Limits,
+    *,
+    general: bool = False,
 ) -> list[Any]:
     """Run ``script`` (reads sent, storage operations completed in a chosen order) and
-    return what the adapter was asked to do, operation ids left out."""
+    return what the adapter was asked to do, operation ids left out. ``general``: every
+    hook type counts as one a read runs, so that with any hook registered reads take
+    the general path."""
     engine = ws.Engine(ws.EntityRegistry([USERS]), hooks=hooks, limits=limits)
+    if general:
+        engine._read_hook_types = frozenset(ws.HookType)  # type: ignore[misc]
     storage = ws.MemoryStorage(engine.registry)
     for i in range(5):
         storage.execute(
@@ -482,6 +490,8 @@ def _play(
 
     driver = Driver(engine, storage, auto=False, storage_result=result_of)
     driver.connect(1)
+    while driver.hooks_pending:
+        driver.finish_hooks(driver.hooks_pending.popleft())
     for step, arg in script:
         if step == "send":
             message, variant = arg
@@ -534,14 +544,20 @@ script_steps = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(script=script_steps, in_flight=st.integers(1, 3), rate_limited=st.booleans())
+@given(
+    script=script_steps,
+    in_flight=st.integers(1, 3),
+    rate_limited=st.booleans(),
+    other=st.sampled_from(["before_subscribe", "before_connect"]),
+)
 def test_the_direct_read_path_does_what_the_general_path_does(
-    script: list[tuple[str, Any]], in_flight: int, rate_limited: bool
+    script: list[tuple[str, Any]], in_flight: int, rate_limited: bool, other: str
 ) -> None:
-    """Reads through an engine without hooks (the direct path: ``Engine._read`` and the
-    short way through ``StorageCompleted``) cause the same actions, in the same order, as
-    through an engine with a hook of another kind, whose reads take every general step
-    (and skip each hook step, as there is no hook for it): pipelined beyond
+    """Reads through an engine without hooks, or with hooks no read runs (the direct
+    path: ``Engine._read``, ``Engine._read_parsed`` and the short way through
+    ``StorageCompleted``) cause the same actions, in the same order, as through an engine
+    with a hook of another kind whose reads are made to take every general step (and
+    skip each hook step, as there is no hook for it): pipelined beyond
     ``max_in_flight``, completed out of order, rate limited, with mistakes and with odd
     storage results."""
     # Request ids unique within the script (they say which odd result each one gets).
@@ -560,9 +576,12 @@ def test_the_direct_read_path_does_what_the_general_path_does(
         rate_limit=1.0 if rate_limited else None,
         rate_burst=3,
     )
-    other = ws.HookRegistry()
-    other.register("before_subscribe", lambda ctx: None)  # never called here
-    assert _play(None, script, limits) == _play(other, script, limits)
+    hooks = ws.HookRegistry()
+    hooks.register(other, lambda ctx: None)  # no read runs it
+    general = _play(hooks, script, limits, general=True)
+    assert _play(hooks, script, limits) == general
+    if other == "before_subscribe":  # no hook is ever called: the very same actions
+        assert _play(None, script, limits) == general
 
 
 QUICK_CLASSES = [
@@ -892,3 +911,30 @@ def test_reads_from_the_parsed_frame_are_the_common_case() -> None:
         assert isinstance(run, ws.RunStorage) and run.request_id == frame["id"]
         engine.handle(ws.StorageCompleted(operation_id=run.operation_id, result=None, now=1.0))
     assert taken == [False, True, False, True, False]
+
+
+def test_reads_take_the_direct_path_beside_hooks_no_read_runs() -> None:
+    """A ``before_connect`` hook (authentication, the usual one) leaves reads on the
+    direct path; a read hook sends them the general way."""
+    hooks = ws.HookRegistry()
+    hooks.register("before_connect", lambda ctx: None)
+    engine = ws.Engine(ws.EntityRegistry([USERS]), hooks=hooks)
+    taken: list[bool] = []
+    direct = engine._read_parsed
+
+    def spy(conn: Any, obj: dict[str, Any]) -> bool:
+        taken.append(direct(conn, obj))
+        return taken[-1]
+
+    engine._read_parsed = spy  # type: ignore[method-assign]
+    driver = Driver(engine)
+    driver.connect(1)
+    read = {"type": "request", "operation": "read", "entity": "users", "record_id": 1}
+    for n in range(3):
+        assert driver.request(1, {**read, "id": n})["success"] is False  # not found
+    hooks.register("after_read", lambda ctx: None)
+    assert driver.request(1, {**read, "id": 3})["success"] is False
+    assert taken == [False, True, True]
+    assert [a.hook_type for a in driver.log if isinstance(a, ws.RunHooks)] == [
+        ws.HookType.BEFORE_CONNECT
+    ]
