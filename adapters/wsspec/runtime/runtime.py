@@ -77,12 +77,14 @@ from wsspec_core import ConnectionClosed as ConnectionClosedEvent
 
 from .loop import LoopClosed, Schedule, current_clock, current_scheduler
 from .metrics import (
+    FOLD_AT,
+    KEEP_TEXT,
     NOTIFICATION_PREFIX,
+    PONG_OUTCOME,
     PONG_PREFIX,
     RESPONSE_PREFIX,
-    STORAGE_OPERATIONS,
-    request_operation,
-    response_outcome,
+    request_label,
+    response_label,
 )
 from .storage_lanes import Outcome, StorageLanes
 from .tailer import tailer_for
@@ -146,6 +148,17 @@ class Transport(Protocol):
     def closed_by_peer(self) -> str:
         """How the peer ended the connection, for the log (``code 1000``, ``dropped``)."""
 
+    # Optional, found with getattr (the runtime works without them, writing each reply
+    # as soon as it is queued):
+    #
+    # def receive_nowait(self) -> str | bytes | None:
+    #     """A message already received, without waiting or yielding; ``None`` when none is
+    #     at hand (receive() then waits for the next one, or reports the close)."""
+    #
+    # def buffered(self) -> int:
+    #     """Non-zero when receive() will return without waiting (a message or the close
+    #     is already there)."""
+
 
 class _Close:
     """The close sentinel in a connection's outbound queue."""
@@ -185,6 +198,7 @@ class Connection:
         "connected_at",
         "decided",
         "engine_closed",
+        "holding",
         "id",
         "info",
         "may_read",
@@ -204,8 +218,13 @@ class Connection:
         #: Frames to write, and at most one close sentinel last. Unbounded here: the engine
         #: bounds it (Limits.outbound_queue) from the FramesWritten reports.
         self.outbound: collections.deque[str | _Close] = collections.deque()
-        #: Set by a Send for a writer waiting on an empty queue.
+        #: Set by a Send for a writer waiting on an empty queue: not None exactly while the
+        #: writer waits on it (and no write-through is under way: Runtime._write_through).
         self.writer_wakeup: anyio.Event | None = None
+        #: The reader is feeding one of this connection's messages: frames queued
+        #: meanwhile do not wake the writer, the reader writes them itself before it next
+        #: waits (Runtime._reader).
+        self.holding = False
         #: Set once the engine decided on the handshake.
         self.decided = anyio.Event()
         self.rejection: tuple[int, str] | None = None
@@ -223,11 +242,11 @@ class Connection:
         self.connected_at = 0.0
         #: The engine was told it closed (a revocation tells it before the socket ends).
         self.engine_closed = False
-        #: (time read, operation) of each request read and not yet answered, oldest first:
-        #: responses leave in that order, so the next response answers the first (metrics).
-        #: A list, not a deque: an empty deque costs 10 times the memory per idle
-        #: connection, and the engine keeps it short (max_in_flight + max_queued).
-        self.requests: list[tuple[float, str]] = []
+        #: (time read, metrics.request_label()) of each request read and not yet answered,
+        #: oldest first: responses leave in that order, so the next response answers the
+        #: first (metrics). A list, not a deque: an empty deque costs 10 times the memory
+        #: per idle connection, and the engine keeps it short (max_in_flight + max_queued).
+        self.requests: list[tuple[float, Any]] = []
 
 
 class Runtime:
@@ -242,6 +261,10 @@ class Runtime:
     ) -> None:
         self.app = app
         self.metrics = app.metrics
+        #: The metrics' lists of answered requests and finished storage operations, which
+        #: the runtime appends to and ServerMetrics.fold() empties (never replaces).
+        self._metrics_pending = app.metrics.pending
+        self._storage_pending = app.metrics.storage_pending
         change_feed = bool(getattr(app, "change_feed", False))
         # Without a feed the engine is built exactly as before the feed existed.
         feed_option = {"change_feed": True} if change_feed else {}
@@ -263,8 +286,8 @@ class Runtime:
             else None
         )
         self._writes_running: set[int] = set()
-        #: operation id -> (time submitted, operation label), for the storage latency.
-        self._storage_started: dict[int, tuple[float, str]] = {}
+        #: operation id -> (time submitted, operation class), for the storage latency.
+        self._storage_started: dict[int, tuple[float, type]] = {}
         #: The frame of the broadcast being fed: its Sends are not the engine's frames.
         self._broadcast_frame: str | None = None
         #: Set by run(): the loop's thread and its thread-safe scheduler, so that other
@@ -371,6 +394,7 @@ class Runtime:
             finally:
                 self.running = False
                 self._services = None
+                self.metrics.fold()
                 self.metrics.attach(None)
 
     @property
@@ -544,30 +568,36 @@ class Runtime:
         self._sends += 1
         frame = action.frame
         conn.outbound.append(frame)
-        # _wake_writer(conn), inlined: this runs for every frame sent.
-        wakeup = conn.writer_wakeup
-        if wakeup is not None:
-            conn.writer_wakeup = None
-            wakeup.set()
-        # Metrics, from the frame's first bytes (metrics.py, "theory of operation").
+        # _wake_writer(conn), inlined: this runs for every frame sent. Not while the
+        # connection's reader holds its frames: it writes them itself (write-through).
+        if not conn.holding:
+            wakeup = conn.writer_wakeup
+            if wakeup is not None:
+                conn.writer_wakeup = None
+                wakeup.set()
+        # Metrics, from the frame's first bytes (metrics.py, "theory of operation"): noted
+        # here, counted at the next fold.
         if frame is self._broadcast_frame:
             return
         if frame.startswith(RESPONSE_PREFIX):
             if conn.requests:
-                read_at, operation = conn.requests.pop(0)
-                self.metrics.answered(operation, response_outcome(frame), self._clock() - read_at)
+                read_at, request = conn.requests.pop(0)
+                self._metrics_pending.append(
+                    (
+                        request,
+                        frame if len(frame) <= KEEP_TEXT else response_label(frame),
+                        self._clock() - read_at,
+                    )
+                )
         elif frame.startswith(NOTIFICATION_PREFIX):
             self.metrics.notifications_sent += 1
         elif frame.startswith(PONG_PREFIX) and conn.requests:
-            read_at, operation = conn.requests.pop(0)
-            self.metrics.answered(operation, "success", self._clock() - read_at)
+            read_at, request = conn.requests.pop(0)
+            self._metrics_pending.append((request, PONG_OUTCOME, self._clock() - read_at))
 
     def _on_run_storage(self, action: RunStorage) -> None:
         operation = action.operation
-        self._storage_started[action.operation_id] = (
-            self._clock(),
-            STORAGE_OPERATIONS.get(type(operation), "other"),
-        )
+        self._storage_started[action.operation_id] = (self._clock(), type(operation))
         if self.tailer is not None and isinstance(operation, Create | Update | Delete):
             # With a change feed: remember writes, whose completion wakes the tailer.
             self._writes_running.add(action.operation_id)
@@ -649,11 +679,13 @@ class Runtime:
                 # poll; the engine holds them until this write's response has been sent.
                 self.tailer.wake()
         started = self._storage_started
-        stored = self.metrics.stored
+        stored = self._storage_pending
         for operation_id, _, error in outcomes:
             submitted = started.pop(operation_id, None)
             if submitted is not None:
-                stored(submitted[1], now - submitted[0], error is not None)
+                stored.append((submitted[1], now - submitted[0], error is not None))
+        if len(stored) >= FOLD_AT:
+            self.metrics.fold()
         feed = self.feed
         for operation_id, result, error in outcomes:
             feed(
@@ -763,34 +795,116 @@ class Runtime:
             self._connection_ended.set()
 
     async def _reader(self, conn: Connection) -> None:
+        """Reads the connection's messages into the engine, and writes their replies itself
+        when the writer is idle (write-through): one task switch less per request.
+
+        The frames the engine queues while one of this connection's messages is fed are
+        held (``conn.holding``: they do not wake the writer); the reader writes them before
+        it next waits, for a message or for the engine to resume reading, or once a batch
+        (``WRITE_BATCH``) is held. So a reply leaves no later than the writer would have
+        sent it, and replies to messages already at hand leave together."""
         # Locals, and the clocks as plain arguments rather than now()'s dict: the loop
         # below runs once per message. (run() has set the clock before any connection.)
         transport = conn.transport
         receive = transport.receive
+        receive_nowait: Callable[[], str | bytes | None] | None = getattr(
+            transport, "receive_nowait", None
+        )
+        buffered: Callable[[], int] | None = getattr(transport, "buffered", None)
+        outbound = conn.outbound
         requests = conn.requests
         connection_id = conn.id
         clock = self._clock
         feed = self.feed
         wall_clock = time.time
-        while True:
-            if not conn.may_read.is_set():
-                # Not Event.wait() unconditionally: on a set event it still yields to the
-                # scheduler, which made two run-loop rounds per message instead of one.
-                await conn.may_read.wait()
-            try:
-                data = await receive()
-            except TransportClosed:
-                return
-            if data is None:
-                return
-            if not conn.closing:
-                now = clock()
-                requests.append((now, request_operation(data)))
-                feed(
-                    MessageReceived(
-                        connection_id=connection_id, data=data, now=now, wall=wall_clock()
+        try:
+            while True:
+                if not conn.may_read.is_set():
+                    if outbound:
+                        await self._write_through(conn)
+                    # Not Event.wait() unconditionally: on a set event it still yields to
+                    # the scheduler, which made two run-loop rounds per message, not one.
+                    await conn.may_read.wait()
+                data = receive_nowait() if receive_nowait is not None else None
+                if data is None:
+                    if outbound and (
+                        buffered is None or len(outbound) >= WRITE_BATCH or not buffered()
+                    ):
+                        await self._write_through(conn)
+                    try:
+                        data = await receive()
+                    except TransportClosed:
+                        return
+                    if data is None:
+                        if outbound:
+                            # What the writer would have written had it run first.
+                            await self._write_through(conn)
+                        return
+                elif len(outbound) >= WRITE_BATCH:
+                    await self._write_through(conn)
+                if not conn.closing:
+                    now = clock()
+                    # The text itself (labelled at the metrics' next fold) unless long.
+                    requests.append((now, data if len(data) <= KEEP_TEXT else request_label(data)))
+                    conn.holding = True
+                    try:
+                        feed(
+                            MessageReceived(
+                                connection_id=connection_id, data=data, now=now, wall=wall_clock()
+                            )
+                        )
+                    finally:
+                        conn.holding = False
+        except _WriteFailed:
+            return
+
+    async def _write_through(self, conn: Connection) -> None:
+        """Write a batch of the queued frames from the reader's task, if the writer is idle
+        (waiting on an empty queue, as the queue was when these frames arrived); else
+        the writer, busy or woken, writes them itself. Exactly what the writer does with a
+        batch (one transport.send, then FramesWritten), while the writer stays asleep:
+        ``conn.writer_wakeup`` is cleared meanwhile, so that nothing wakes it, and set
+        afterwards if frames (or a close) were queued during the write.
+        Raises _WriteFailed when the transport is closed (the writer's ending too)."""
+        wakeup = conn.writer_wakeup
+        if wakeup is None:
+            return
+        conn.writer_wakeup = None
+        outbound = conn.outbound
+        if conn.closing:
+            # A close is the writer's to carry out (the close frame after the frames).
+            wakeup.set()
+            return
+        try:
+            frames: list[str] = []
+            while outbound and len(frames) < WRITE_BATCH:
+                item = outbound[0]
+                if isinstance(item, _Close):  # none while not closing; to be safe
+                    break
+                outbound.popleft()
+                frames.append(item)
+            if frames:
+                await conn.transport.send(frames)
+                if not conn.closing:
+                    self.feed(
+                        FramesWritten(
+                            connection_id=conn.id,
+                            count=len(frames),
+                            now=self._clock(),
+                            wall=time.time(),
+                        )
                     )
-                )
+                if len(self._metrics_pending) >= FOLD_AT:
+                    self.metrics.fold()
+        except TransportClosed:
+            # As the writer: the connection ends.
+            conn.scope.cancel()
+            raise _WriteFailed from None
+        finally:
+            if outbound:
+                wakeup.set()
+            else:
+                conn.writer_wakeup = wakeup
 
     async def _writer(self, conn: Connection) -> None:
         outbound = conn.outbound
@@ -824,12 +938,18 @@ class Runtime:
                                 wall=time.time(),
                             )
                         )
+                    if len(self._metrics_pending) >= FOLD_AT:
+                        self.metrics.fold()
                 if close is not None:
                     await transport.close(close.code, close.reason)
                     break
         except TransportClosed:
             pass
         conn.scope.cancel()
+
+
+class _WriteFailed(Exception):
+    """A write-through found the transport closed; the connection's scope is cancelled."""
 
 
 def _listed(conn: Connection) -> bool:

@@ -20,7 +20,9 @@ on trio-websocket.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,29 @@ class ASGIWebSocket:
         self._receive = receive
         self._send = send
         self._peer_close: int | None = None
+        #: receive_nowait() took the disconnect: receive() reports it.
+        self._ended = False
+        # The runtime's optional read-ahead hooks (runtime.Transport), where the server's
+        # receive is recognised: they let the runtime handle the messages already at hand
+        # together and write their replies itself (docs/server.md "How it runs"). None
+        # elsewhere: each reply is written as soon as it is queued.
+        owner = getattr(receive, "__self__", None)
+        queue = getattr(owner, "queue", None)
+        trio = sys.modules.get("trio")
+        #: uvicorn (wsproto and websockets-sansio): receive() is its protocol's, which
+        #: takes from an asyncio.Queue, without waiting when the queue holds a message.
+        self.buffered: Callable[[], int] | None = (
+            queue.qsize  # a count: the runtime asks whether it is non-zero
+            if isinstance(queue, asyncio.Queue)
+            and type(owner).__module__.startswith("uvicorn.protocols.websockets.")
+            and getattr(receive, "__name__", "") == "receive"
+            else None
+        )
+        #: hypercorn's trio worker: receive() is a trio memory channel's.
+        self.receive_nowait: Callable[[], str | bytes | None] | None = None
+        if trio is not None and isinstance(owner, trio.MemoryReceiveChannel):
+            self._channel = owner
+            self.receive_nowait = self._take_nowait
 
     async def _emit(self, message: Message) -> None:
         try:
@@ -79,7 +104,28 @@ class ASGIWebSocket:
         except Exception:
             pass  # the client is gone already
 
+    def _take_nowait(self) -> str | bytes | None:
+        """A message hypercorn has already put in the application's channel, or ``None``
+        (none there; or the disconnect, which receive() then reports): receive()'s work
+        without the channel's checkpoint, which yields even when a message waits."""
+        trio = sys.modules["trio"]
+        while not self._ended:
+            try:
+                message = self._channel.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                return text if text is not None else message.get("bytes") or b""
+            if kind == "websocket.disconnect":
+                self._peer_close = message.get("code", 1005)
+                self._ended = True
+        return None
+
     async def receive(self) -> str | bytes | None:
+        if self._ended:
+            return None
         while True:
             message = await self._receive()
             kind = message["type"]

@@ -36,12 +36,31 @@ class TrioWebSocketTransport:
     def __init__(self, request: WebSocketRequest) -> None:
         self.request = request
         self.ws: WebSocketConnection | None = None
+        #: The channel trio-websocket's own reader task puts complete messages in, once
+        #: accepted (and where this trio-websocket has it).
+        self._messages: trio.MemoryReceiveChannel[str | bytes] | None = None
 
     async def accept(self) -> None:
         try:
             self.ws = await self.request.accept()
         except _GONE:
             raise TransportClosed from None
+        if _CAN_TAKE_NOWAIT:
+            self._messages = self.ws._recv_channel
+
+    def receive_nowait(self) -> str | bytes | None:
+        """A message trio-websocket has already received, or ``None``: what
+        ``get_message()`` returns, without its checkpoint (it always yields to the
+        scheduler, even with a message waiting), so that the runtime handles the messages
+        at hand together and writes their replies with one ``send_all``. A closed channel
+        is left for receive() to report."""
+        messages = self._messages
+        if messages is None:
+            return None
+        try:
+            return messages.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return None
 
     async def reject(self, status: int, reason: str) -> None:
         with contextlib.suppress(*_GONE):
@@ -104,6 +123,10 @@ async def _send_joined(ws: WebSocketConnection, frames: Sequence[str]) -> None:
             await ws._abort_web_socket()
             raise ConnectionClosed(ws._close_reason) from None
 
+
+#: Whether this trio-websocket keeps its received messages in ``_recv_channel`` (a trio
+#: memory channel), which receive_nowait() takes from as get_message() does.
+_CAN_TAKE_NOWAIT = "_recv_channel" in WebSocketConnection.__init__.__code__.co_names
 
 #: Whether this trio-websocket has the private attributes _send_joined relies on.
 _CAN_COALESCE = all(
