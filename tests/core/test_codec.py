@@ -77,6 +77,18 @@ def test_format_timestamp(now: float, text: str) -> None:
     assert format_timestamp(now) == text
 
 
+@given(
+    st.floats(min_value=-62_135_596_800, max_value=253_402_300_798, allow_nan=False)
+    | st.floats(min_value=1.7e9, max_value=1.7e9 + 3, allow_nan=False)
+)
+def test_format_timestamp_formats_as_datetime_does(now: float) -> None:
+    """The seconds remembered and the milliseconds looked up (issue 11) give the text of
+    the whole moment formatted afresh, as format_timestamp did before."""
+    seconds, millis = divmod(round(now * 1000), 1000)
+    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
+    assert format_timestamp(now) == f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+
+
 # --- decode: frames that are not a JSON object ---------------------------------------------
 
 
