@@ -9,6 +9,9 @@
    is the figure to compare across machines.
 2. Routing one change to ``N`` equality-filtered subscriptions on one entity, N = 100 and
    N = 100,000: time per routed change, and the ratio (target: at most 2x).
+3. Fan-out in the engine: one change notified to 1,000 connections of one subscription
+   each (bench_fanout.py's 1000x1 layout without the sockets): time per notification of
+   the ``StorageCompleted`` that routes the change and sends the frames.
 
 ``--baseline DIR`` measures another copy of the core in the same process, its runs
 alternated with this one's, for an A/B that the machine's load moves less than two
@@ -204,6 +207,69 @@ def read_by_id_figures(
     return _bench_frames(frames, lambda core: ROWS[3], response, baseline)
 
 
+#: Fan-out: connections subscribed (one subscription each, no filters) and changes timed.
+FANOUT_CONNECTIONS = 1_000
+FANOUT_CHANGES = 20
+
+
+def _fanout_run(core: Any) -> Callable[[], float]:
+    """A run of creates through one engine of ``core`` whose every change is notified to
+    ``FANOUT_CONNECTIONS`` connections of one subscription each (bench_fanout.py's
+    1000x1 layout): seconds per notification spent in the ``StorageCompleted`` that
+    routes and sends them (the subscribers' ``FramesWritten`` are reported untimed)."""
+    engine = core.Engine(
+        core.EntityRegistry([_users(core)]), limits=core.Limits(keepalive_interval=None)
+    )
+    handle = engine.handle
+    subscribe = orjson.dumps(
+        {"id": "s", "type": "subscription", "operation": "subscribe", "entity": "users"}
+    ).decode()
+    for c in range(FANOUT_CONNECTIONS + 1):
+        handle(core.ConnectionOpened(connection_id=c, request=core.RequestInfo(), now=0.0))
+        if c:
+            handle(core.MessageReceived(connection_id=c, data=subscribe, now=0.0))
+            handle(core.FramesWritten(connection_id=c, count=1, now=0.0))
+    written = [
+        core.FramesWritten(connection_id=c, count=1, now=1.0) for c in range(FANOUT_CONNECTIONS + 1)
+    ]
+    counter = iter(range(10**9))
+
+    def run() -> float:
+        spent = 0.0
+        for _ in range(FANOUT_CHANGES):
+            i = next(counter)
+            row = {"id": i, "name": f"user{i}", "status": "active", "age": 30}
+            create = orjson.dumps(
+                {"id": i, "type": "request", "operation": "create", "entity": "users", "data": row}
+            ).decode()
+            [storage] = handle(core.MessageReceived(connection_id=0, data=create, now=1.0))
+            completed = core.StorageCompleted(
+                operation_id=storage.operation_id, result=[row], now=1.0
+            )
+            start = time.perf_counter()
+            actions = handle(completed)
+            spent += time.perf_counter() - start
+            assert len(actions) == FANOUT_CONNECTIONS + 1
+            for event in written:
+                handle(event)
+        return spent / (FANOUT_CHANGES * FANOUT_CONNECTIONS)
+
+    return run
+
+
+def fanout_figures(baseline: ModuleType | None = None) -> tuple[float, float | None]:
+    """Seconds per notification of one change to 1,000 subscribers, in this engine and
+    in a ``baseline`` core's, their runs alternated, the best of each."""
+    runs = {"engine": _fanout_run(ws)}
+    if baseline is not None:
+        runs["baseline"] = _fanout_run(baseline)
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(RUNS * 2):
+        for name, run in runs.items():
+            best[name] = min(best[name], run())
+    return best["engine"], best["baseline"] if baseline is not None else None
+
+
 def bench_routing(subscriptions: int, changes: int = 2_000) -> float:
     """Seconds to route one change among ``subscriptions`` subscriptions, each filtered on
     its own ``id`` value; every change matches exactly one of them."""
@@ -285,6 +351,14 @@ def main() -> None:
     print(f"  100 subscriptions:     {small * 1e6:8.2f} us")
     print(f"  100,000 subscriptions: {large * 1e6:8.2f} us")
     print(f"  ratio:                 {large / small:8.2f}x  (target <= 2x)")
+    engine, base = fanout_figures(baseline)
+    print(f"fan-out: one change to {FANOUT_CONNECTIONS:,} connections of one subscription each")
+    print(f"  engine per notification: {engine * 1e9:6.0f} ns (routing, frame, Send)")
+    if base is not None:
+        print(
+            f"  baseline:                {base * 1e9:6.0f} ns; "
+            f"engine / baseline {engine / base:.3f}x"
+        )
 
 
 if __name__ == "__main__":
