@@ -86,7 +86,7 @@ from .metrics import (
     request_label,
     response_label,
 )
-from .storage_lanes import Outcome, StorageLanes
+from .storage_lanes import Outcome, StorageLanes, execute
 from .tailer import tailer_for
 
 if TYPE_CHECKING:
@@ -597,6 +597,31 @@ class Runtime:
 
     def _on_run_storage(self, action: RunStorage) -> None:
         operation = action.operation
+        lanes = self.lanes
+        if (not lanes.read_threads or lanes.never_blocks(operation)) and (
+            self.tailer is None or not isinstance(operation, Create | Update | Delete)
+        ):
+            # Inline (a SQLite read by key, or storage_threads=0), once per such read:
+            # what lanes.submit() and _report_storage() do for it, without their calls,
+            # the outcome list, and the started-at entry. Its event is queued behind the
+            # current actions, as feed() would queue it: this runs inside feed().
+            clock = self._clock
+            started = clock()
+            operation_id, result, error = execute(lanes.storage, action)
+            now = clock()
+            self._storage_pending.append((type(operation), now - started, error is not None))
+            if len(self._storage_pending) >= FOLD_AT:
+                self.metrics.fold()
+            self._pending.append(
+                StorageCompleted(
+                    operation_id=operation_id, result=result, now=now, wall=time.time()
+                )
+                if error is None
+                else StorageFailed(
+                    operation_id=operation_id, error=error, now=now, wall=time.time()
+                )
+            )
+            return
         self._storage_started[action.operation_id] = (self._clock(), type(operation))
         if self.tailer is not None and isinstance(operation, Create | Update | Delete):
             # With a change feed: remember writes, whose completion wakes the tailer.

@@ -109,7 +109,8 @@ class StorageLanes:
         self.storage = storage
         self.read_threads = read_threads
         self._report = report
-        self._never_blocks: Callable[[StorageOperation], bool] = getattr(
+        #: The storage's own never_blocks(operation) (False for all without one).
+        self.never_blocks: Callable[[StorageOperation], bool] = getattr(
             storage, "never_blocks", lambda operation: False
         )
         self._reads: queue.SimpleQueue[RunStorage | None] = queue.SimpleQueue()
@@ -117,7 +118,7 @@ class StorageLanes:
         self._stopped = False
 
     def submit(self, action: RunStorage) -> None:
-        if self.read_threads == 0 or self._never_blocks(action.operation):
+        if self.read_threads == 0 or self.never_blocks(action.operation):
             # Inline: storage_threads=0 for storage that never blocks (MemoryStorage), or an
             # operation the storage says cannot block (a SQLite read by key), for which a
             # thread round trip would cost several times the query itself.
