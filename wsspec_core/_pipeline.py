@@ -325,7 +325,8 @@ class Pipeline:
                 return
             runs = conn.runs
             if (
-                runs[0] is run
+                runs
+                and runs[0] is run
                 and (len(runs) == 1 or runs[1].response is None)
                 and not run.holds
                 and frame is not PENDING_PONG
