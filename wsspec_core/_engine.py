@@ -176,6 +176,7 @@ class Engine:
         #: The registry's entities by name (its own dict, which registering adds to):
         #: the direct read path resolves a name without a schema there.
         self._by_name = registry.by_name
+        self._by_qualified = registry.by_qualified
         self.hooks = hooks if hooks is not None else HookRegistry()
         self.limits = limits if limits is not None else Limits()
         self._compiler = RequestCompiler(registry, self.limits)
@@ -519,8 +520,8 @@ class Engine:
 
     def _read_parsed(self, conn: Connection, obj: dict[str, Any]) -> bool:
         """The most common request again, straight from the parsed frame, when no hook a
-        read runs is registered, requests are not rate limited, no schema is given and the read's
-        shape has been compiled before (the first of each shape takes ``_read``): what
+        read runs is registered, requests are not rate limited, and the read's shape has
+        been compiled before (the first of each shape takes ``_read``): what
         ``_read`` does with the ``Request`` ``decode`` would return, without building
         it (``_request`` builds it if a later step needs it). ``False``, with nothing
         done, for anything else: the caller decodes it as usual. Checked against the
@@ -529,17 +530,26 @@ class Engine:
         if parts is None:
             return False
         message_id, name, schema, record_id, options = parts
-        candidates = self._by_name.get(name)
-        if schema is not None or candidates is None or len(candidates) != 1:
-            return False
-        entity = candidates[0]
+        if schema is None:
+            candidates = self._by_name.get(name)
+            if candidates is None or len(candidates) != 1:
+                return False
+            entity = candidates[0]
+        else:
+            # What resolve() finds first for a schema; its fallback (a qualified name
+            # given as the entity) is left to it, and so is a name that is not the
+            # entity's own: the Request built later must be the one decode() returns.
+            found = self._by_qualified.get(f"{schema}.{name}")
+            if found is None or found.schema != schema or found.name != name:
+                return False
+            entity = found
         try:
             query = self._compiler.known_read(entity, options, record_id)
         except InvalidRequest:
             return False
         if query is None:
             return False
-        run = read_run(conn, entity, options, message_id, record_id, query)
+        run = read_run(conn, entity, options, message_id, record_id, query, schema)
         if self._pipeline.start_at_once(conn, run):
             self._next_id += 1
             self._storage_pending[self._next_id] = run
@@ -552,7 +562,8 @@ class Engine:
     @staticmethod
     def _request(run: Run) -> Request:
         """The ``Request`` of a run, built now for a read that took ``_read_parsed``:
-        the one ``decode`` returns for its frame (no schema; its entity's own name)."""
+        the one ``decode`` returns for its frame (the schema it named, if any, and its
+        entity's own name)."""
         message = run.message
         if message is None:
             assert run.message_id is not None and run.entity is not None
@@ -560,6 +571,7 @@ class Engine:
                 id=run.message_id,
                 operation=Operation.READ,
                 entity=run.entity.name,
+                schema=run.schema,
                 record_id=run.record_id,
                 options=run.options,
             )

@@ -165,6 +165,12 @@ class EntityRegistry:
         return list(self._by_qualified.values())
 
     @property
+    def by_qualified(self) -> Mapping[str, Entity]:
+        """The entities by qualified name (a live, read-only view): what :meth:`resolve`
+        looks up first for a schema and a name."""
+        return self._by_qualified
+
+    @property
     def by_name(self) -> Mapping[str, Sequence[Entity]]:
         """The entities by their name without schema (a live, read-only view): one entity
         under a name is what :meth:`resolve` finds for that name and no schema."""

@@ -97,6 +97,7 @@ class Run:
         "record_id",
         "response",
         "result",
+        "schema",
         "started",
         "subscription_id",
     )
@@ -117,6 +118,8 @@ class Run:
         #: (``Engine._request``): ``message_id`` and the fields below say all it would.
         self.message = message
         self.message_id = None if message is None else message.id
+        #: The schema the client named, for that ``Request`` (with a message: its own).
+        self.schema: str | None = None
         self.entity = entity
         #: The encoded response frame, once the run has finished.
         self.response = response
@@ -147,9 +150,10 @@ def read_run(
     message_id: Any,
     record_id: Any,
     key: Any,
+    schema: str | None,
 ) -> Run:
     """``Run(conn, RunKind.SHARED, None, entity, options=options)`` with its
-    ``message_id``, ``record_id`` and ``key`` set: the run of a read on the engine's
+    ``message_id``, ``record_id``, ``key`` and ``schema`` set: the run of a read on the engine's
     direct path, built without the type call (one per read; every slot is set, as
     ``Run.__init__`` sets them: tests/core/test_fast_paths.py compares the two)."""
     run: Run = _alloc(Run)
@@ -157,6 +161,7 @@ def read_run(
     run.kind = RunKind.SHARED
     run.message = None
     run.message_id = message_id
+    run.schema = schema
     run.entity = entity
     run.response = None
     run.started = False

@@ -701,11 +701,12 @@ def test_a_read_run_is_the_run_the_class_builds() -> None:
     conn = Connection(id=1, request=ws.RequestInfo(), state=ConnState.OPEN)
     options = ws.QueryOptions(limit=3)
     key = object()
-    ours = read_run(conn, USERS, options, "m1", 7, key)
+    ours = read_run(conn, USERS, options, "m1", 7, key, "public")
     theirs = Run(conn, RunKind.SHARED, None, USERS, options=options)
     theirs.message_id = "m1"
     theirs.record_id = 7
     theirs.key = key
+    theirs.schema = "public"
     for slot in Run.__slots__:
         assert getattr(ours, slot) == getattr(theirs, slot), slot
         assert type(getattr(ours, slot)) is type(getattr(theirs, slot)), slot
@@ -885,8 +886,9 @@ def test_reads_from_the_parsed_frame_do_what_decoded_reads_do(
 
 
 def test_reads_from_the_parsed_frame_are_the_common_case() -> None:
-    """A repeated read shape takes ``_read_parsed`` and builds no ``Request``; the first
-    of a shape, a schema, or a hook take the decoded path."""
+    """A repeated read shape takes ``_read_parsed`` and builds no ``Request``, with or
+    without a schema; the first of a shape, a qualified name given as the entity, or a
+    rate limit take the decoded path."""
     engine = ws.Engine(ws.EntityRegistry([USERS]), limits=ws.Limits(keepalive_interval=None))
     engine.handle(ws.ConnectionOpened(connection_id=1, request=ws.RequestInfo(), now=1.0))
     taken: list[bool] = []
@@ -903,6 +905,7 @@ def test_reads_from_the_parsed_frame_are_the_common_case() -> None:
         {"id": "c", "type": "request", "operation": "read", "entity": "users"},
         {"id": "d", "type": "request", "operation": "read", "entity": "users"},
         {"id": 5, "type": "request", "operation": "read", "entity": "users", "schema": "public"},
+        {"id": 6, "type": "request", "operation": "read", "entity": "public.users", "schema": "x"},
     ]
     for frame in frames:
         [run] = engine.handle(
@@ -910,7 +913,7 @@ def test_reads_from_the_parsed_frame_are_the_common_case() -> None:
         )
         assert isinstance(run, ws.RunStorage) and run.request_id == frame["id"]
         engine.handle(ws.StorageCompleted(operation_id=run.operation_id, result=None, now=1.0))
-    assert taken == [False, True, False, True, False]
+    assert taken == [False, True, False, True, True, False]
 
 
 def test_reads_take_the_direct_path_beside_hooks_no_read_runs() -> None:
