@@ -76,7 +76,8 @@ class TrioWebSocketTransport:
     async def send(self, frames: Sequence[str]) -> None:
         assert self.ws is not None
         try:
-            if len(frames) > 1 and _CAN_COALESCE:
+            if _CAN_COALESCE:
+                # One frame too: send_message's work without its debug log call.
                 await _send_joined(self.ws, frames)
             else:
                 for frame in frames:
@@ -109,13 +110,20 @@ async def _send_joined(ws: WebSocketConnection, frames: Sequence[str]) -> None:
     trio-websocket has no call for several messages at once, so this does what its
     ``send_message`` does for each frame (``_send``: the same lock, the same error
     mapping) with the frames' bytes joined: one system call and one wake-up of the client
-    instead of one per reply. It reaches into private attributes, justified by the gain
-    measured in benchmarks/bench_server.py (docs/server.md "How it runs"), and checked by
-    ``_CAN_COALESCE`` so that a trio-websocket without them falls back to the public API.
+    instead of one per reply. Used for a single frame too: the same work as
+    ``send_message`` less its debug log call. It reaches into private attributes, justified
+    by the gain measured in benchmarks/bench_server.py (docs/server.md "How it runs"), and
+    checked by ``_CAN_COALESCE`` so that a trio-websocket without them falls back to the
+    public API.
     """
     if ws._close_reason:
         raise ConnectionClosed(ws._close_reason)
-    data = b"".join(ws._wsproto.send(TextMessage(data=frame)) for frame in frames)
+    send = ws._wsproto.send
+    data = (
+        send(TextMessage(data=frames[0]))
+        if len(frames) == 1
+        else b"".join(send(TextMessage(data=frame)) for frame in frames)
+    )
     async with ws._stream_lock:
         try:
             await ws._stream.send_all(data)
