@@ -173,8 +173,8 @@ class Engine:
     ) -> None:
         registry.validate()
         self.registry = registry
-        #: The registry's entities by name (its own dict, which registering adds to):
-        #: the direct read path resolves a name without a schema there.
+        #: The registry's entities by name and by qualified name (its own dicts, which
+        #: registering adds to): the direct read path resolves an entity there.
         self._by_name = registry.by_name
         self._by_qualified = registry.by_qualified
         self.hooks = hooks if hooks is not None else HookRegistry()

@@ -118,7 +118,8 @@ class Run:
         #: (``Engine._request``): ``message_id`` and the fields below say all it would.
         self.message = message
         self.message_id = None if message is None else message.id
-        #: The schema the client named, for that ``Request`` (with a message: its own).
+        #: The schema a direct read named, for the ``Request`` built later (``None``
+        #: otherwise: a message carries its own).
         self.schema: str | None = None
         self.entity = entity
         #: The encoded response frame, once the run has finished.
@@ -153,9 +154,9 @@ def read_run(
     schema: str | None,
 ) -> Run:
     """``Run(conn, RunKind.SHARED, None, entity, options=options)`` with its
-    ``message_id``, ``record_id``, ``key`` and ``schema`` set: the run of a read on the engine's
-    direct path, built without the type call (one per read; every slot is set, as
-    ``Run.__init__`` sets them: tests/core/test_fast_paths.py compares the two)."""
+    ``message_id``, ``record_id``, ``key`` and ``schema`` set: the run of a read on the
+    engine's direct path, built without the type call (one per read; every slot is set,
+    as ``Run.__init__`` sets them: tests/core/test_fast_paths.py compares the two)."""
     run: Run = _alloc(Run)
     run.conn = conn
     run.kind = RunKind.SHARED
