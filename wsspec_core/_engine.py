@@ -555,13 +555,13 @@ class Engine:
             self._storage_pending[self._next_id] = run
             self._out.append(_new_run_storage(self._next_id, query, message_id))
         else:
-            self._request(run)
-            self._pipeline.receive(conn, run)
+            self._pipeline.receive(conn, run)  # queued: _start asks for its storage
         return True
 
     @staticmethod
     def _request(run: Run) -> Request:
-        """The ``Request`` of a run, built now for a read that took ``_read_parsed``:
+        """The ``Request`` of a run, built now for a read that took ``_read_parsed``
+        (once a step needs it: a hook, a failure, an odd result):
         the one ``decode`` returns for its frame (the schema it named, if any, and its
         entity's own name)."""
         message = run.message
@@ -862,6 +862,16 @@ class Engine:
     # --- running requests --------------------------------------------------------
 
     def _start(self, run: Run) -> None:
+        if run.message is None:
+            # A read from _read_parsed that had to wait its turn. Still no hook a read
+            # runs: all the steps below would do is ask for its storage operation.
+            hooks = self._hook_types
+            if not hooks or hooks.keys().isdisjoint(self._read_hook_types):
+                self._next_id += 1
+                self._storage_pending[self._next_id] = run
+                self._out.append(_new_run_storage(self._next_id, run.key, run.message_id))
+                return
+            self._request(run)  # a hook registered meanwhile: the general steps
         if self._change_feed and run.kind is RunKind.EXCLUSIVE:
             message = run.message
             if isinstance(message, Request) and message.operation in WRITE_OPERATIONS:

@@ -885,6 +885,29 @@ def test_reads_from_the_parsed_frame_do_what_decoded_reads_do(
     assert _play_parsed(script, limits, parsed=True) == _play_parsed(script, limits, parsed=False)
 
 
+@pytest.mark.parametrize("hook", [None, "before_handle", "before_read", "after_read"])
+def test_a_queued_read_from_the_parsed_frame_starts_as_a_decoded_one(hook: str | None) -> None:
+    """A read that had to wait for ``max_in_flight`` starts when its turn comes without a
+    ``Request`` (its ``RunStorage`` asked for at once), unless a hook a read runs was
+    registered meanwhile: then it takes every general step, that hook included."""
+    read = {"type": "request", "operation": "read", "entity": "users", "record_id": 1}
+    script: list[tuple[str, Any]] = [
+        ("send", ({**read, "id": "warm"}, 0)),  # compiles the shape
+        ("complete", 0),
+        ("send", ({**read, "id": "a"}, 0)),
+        ("send", ({**read, "id": "b"}, 0)),  # queued behind a
+        ("send", ({**read, "id": "c", "record_id": 2}, 0)),
+    ]
+    if hook is not None:
+        script.append(("hook", hook))
+    script += [("complete", 0), ("complete", 0), ("complete", 0)]
+    limits = ws.Limits(keepalive_interval=None, max_in_flight=1)
+    parsed = _play_parsed(script, limits, parsed=True)
+    assert parsed == _play_parsed(script, limits, parsed=False)
+    ran = [a for a in parsed if isinstance(a, tuple) and isinstance(a[0], ws.HookType)]
+    assert bool(ran) == (hook is not None)
+
+
 def test_reads_from_the_parsed_frame_are_the_common_case() -> None:
     """A repeated read shape takes ``_read_parsed`` and builds no ``Request``, with or
     without a schema; the first of a shape, a qualified name given as the entity, or a
