@@ -9,7 +9,9 @@
    is the figure to compare across machines.
 2. Routing one change to ``N`` equality-filtered subscriptions on one entity, N = 100 and
    N = 100,000: time per routed change, and the ratio (target: at most 2x).
-3. Fan-out in the engine: one change notified to 1,000 connections of one subscription
+3. Reads by id pipelined: 64 sent before any reply is read, so that most wait for
+   ``Limits.max_in_flight``; time per read (with ``--baseline``, against another core).
+4. Fan-out in the engine: one change notified to 1,000 connections of one subscription
    each (bench_fanout.py's 1000x1 layout without the sockets): time per notification of
    the ``StorageCompleted`` that routes the change and sends the frames.
 
@@ -207,6 +209,67 @@ def read_by_id_figures(
     return _bench_frames(frames, lambda core: ROWS[3], response, baseline)
 
 
+#: Pipelined reads: requests a client sends before reading any reply (8 may run at once,
+#: Limits' default, so most wait their turn).
+PIPELINED = 64
+
+
+def _pipelined_run(core: Any) -> Callable[[], float]:
+    """A run of ``PIPELINED`` reads by id sent at once through one engine of ``core``,
+    their storage operations completed in order as the engine asks for them, every reply
+    then reported written: seconds per read."""
+    engine = _engine(core)
+    handle = engine.handle
+    frames = [
+        orjson.dumps(
+            {
+                "id": f"msg-{i}",
+                "type": "request",
+                "operation": "read",
+                "entity": "users",
+                "record_id": i % 10,
+            }
+        ).decode()
+        for i in range(PIPELINED)
+    ]
+    row = ROWS[3]
+    received, completed = core.MessageReceived, core.StorageCompleted
+    run_storage, send_action = core.RunStorage, core.Send
+
+    def run() -> float:
+        start = time.perf_counter()
+        pending: list[int] = []
+        for frame in frames:
+            for action in handle(received(connection_id=1, data=frame, now=1.0)):
+                if type(action) is run_storage:
+                    pending.append(action.operation_id)
+        sent = 0
+        for operation_id in pending:  # grows as waiting reads start
+            for action in handle(completed(operation_id=operation_id, result=row, now=1.0)):
+                if type(action) is run_storage:
+                    pending.append(action.operation_id)
+                elif type(action) is send_action:
+                    sent += 1
+        handle(core.FramesWritten(connection_id=1, count=sent, now=1.0))
+        assert sent == PIPELINED
+        return (time.perf_counter() - start) / PIPELINED
+
+    return run
+
+
+def pipelined_figures(baseline: ModuleType | None = None) -> tuple[float, float | None]:
+    """Seconds per pipelined read by id, in this engine and in a ``baseline`` core's,
+    their runs alternated, the best of each."""
+    runs = {"engine": _pipelined_run(ws)}
+    if baseline is not None:
+        runs["baseline"] = _pipelined_run(baseline)
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(RUNS * 40):
+        for name, run in runs.items():
+            best[name] = min(best[name], run())
+    return best["engine"], best["baseline"] if baseline is not None else None
+
+
 #: Fan-out: connections subscribed (one subscription each, no filters) and changes timed.
 FANOUT_CONNECTIONS = 1_000
 FANOUT_CHANGES = 20
@@ -345,6 +408,14 @@ def main() -> None:
     print("FramesWritten report), against the bare orjson round trip of the same frames")
     _print_requests("list read, two filters, ten rows", *list_read_figures(baseline=baseline))
     _print_requests("read by id, one row", *read_by_id_figures(baseline=baseline))
+    engine, base = pipelined_figures(baseline)
+    print(f"read by id, {PIPELINED} pipelined (most wait for max_in_flight)")
+    print(f"  engine per request:{engine * 1e6:10.1f} us")
+    if base is not None:
+        print(
+            f"  baseline:          {base * 1e6:10.1f} us; "
+            f"engine / baseline cost {engine / base:.3f}x"
+        )
     small = bench_routing(100)
     large = bench_routing(100_000)
     print("routing one change, equality-filtered subscriptions on one entity")
