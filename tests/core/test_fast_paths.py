@@ -8,9 +8,13 @@
 * The compiler's identity cache compiles repeated shapes to what a fresh compiler does.
 * An engine without hooks (every continuation skipped) sends the same frames, byte for
   byte, as one whose no-op hooks take the general path through ``RunHooks``.
-* A read takes the engine's direct path when no hook is registered: the same actions as
-  the general path, and ``RequestCompiler.read`` compiles as ``compile`` does.
-* ``quick_init`` builds the objects attrs' own ``__init__`` builds.
+* A read takes the engine's direct path when no hook a read runs is registered: the same
+  actions as the general path, and ``RequestCompiler.read`` compiles as ``compile`` does.
+* A read of a known shape goes from the parsed frame to its ``RunStorage`` without a
+  ``Request`` (``Engine._read_parsed``): the same actions as a read decoded first, through
+  queues, failures, odd results, hooks and entities registered midway.
+* ``quick_init`` builds the objects attrs' own ``__init__`` builds; ``quick_new`` and
+  ``read_run`` build the objects the classes build.
 """
 
 from __future__ import annotations
