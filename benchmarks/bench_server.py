@@ -331,7 +331,7 @@ def stop_server(server: Server) -> None:
 
 @contextlib.contextmanager
 def servers(
-    transport: str, db_url: str, profile_dir: str | None, baseline: str | None
+    transport: str, db_url: str, profile_dir: str | None, baseline: str | None = None
 ) -> Iterator[list[Server]]:
     started: list[Server] = []
     roles = ("wsspec", "echo", "baseline") if baseline else ("wsspec", "echo")
@@ -664,7 +664,8 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main() -> None:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line's options (run_all.py builds its settings with it too)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--transports",
@@ -688,6 +689,11 @@ def main() -> None:
         help="also run wsspec from the source tree in DIR (DIR/wsspec_core, DIR/adapters), "
         "alternated with the others, for a before/after of the same run",
     )
+    return parser
+
+
+def main() -> None:
+    parser = argument_parser()
     args = parser.parse_args()
     if args.baseline:
         args.baseline = str(Path(args.baseline).resolve())

@@ -96,13 +96,13 @@ def run_core(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_server(settings: dict[str, Any]) -> dict[str, Any]:
-    args = argparse.Namespace(
-        seconds=settings["seconds"],
-        rounds=settings["rounds"],
-        window=1000,
-        connections=settings["connections"],
-        rows=1000,
-        profile=None,
+    # bench_server's own defaults, so that an option it gains reaches this script too.
+    args = bench_server.argument_parser().parse_args(
+        [
+            f"--seconds={settings['seconds']}",
+            f"--rounds={settings['rounds']}",
+            f"--connections={settings['connections']}",
+        ]
     )
     bench_server.raise_fd_limit(args.connections + 256)
     results = []
