@@ -210,6 +210,21 @@ class Engine:
         self._hooks_pending: dict[int, tuple[Run | None, HookContext, _Continuation]] = {}
         #: The actions of the event being handled; the pipeline appends to the same list.
         self._out: list[Action] = []
+        #: Outcomes ``run_inline`` returned during the event being handled, handled in
+        #: the same ``handle()`` call after the event's own steps, in the order run.
+        self._outcomes: collections.deque[StorageCompleted | StorageFailed] = collections.deque()
+        #: Optional: the adapter's way to run a read at once, on this thread (docs/core.md
+        #: "Inline storage"). Called with (operation id, operation, request id) where a
+        #: direct read would ask for ``RunStorage``; returns the ``StorageCompleted`` or
+        #: ``StorageFailed`` the adapter would have fed for it, or ``None`` when the
+        #: operation has to go the usual way (then the ``RunStorage`` is returned).
+        self.run_inline: (
+            Callable[
+                [int, StorageOperation, MessageId | None],
+                StorageCompleted | StorageFailed | None,
+            ]
+            | None
+        ) = None
         self._now = 0.0
         self._wall = 0.0
         self._timestamp_of: tuple[int, str] = (-1, "")
@@ -284,21 +299,44 @@ class Engine:
         pipeline = self._pipeline
         out: list[Action] = []
         self._out = pipeline.out = out
-        self._now = pipeline.now = event.now
-        self._wall = event.now if event.wall is None else event.wall
-        handler = self._HANDLERS[type(event)]
-        handler(self, event)
-        if pipeline.overflowed:
-            self._close_slow_consumers()
-        if self._feed and not pipeline.congested:
-            # Whatever this event did (frames written, a client gone) may have unblocked
-            # the change feed.
-            self._route_feed()
+        outcomes = self._outcomes
+        handlers = self._HANDLERS
+        while True:
+            self._now = pipeline.now = event.now
+            self._wall = event.now if event.wall is None else event.wall
+            handlers[type(event)](self, event)
             if pipeline.overflowed:
                 self._close_slow_consumers()
+            if self._feed and not pipeline.congested:
+                # Whatever this event did (frames written, a client gone) may have
+                # unblocked the change feed.
+                self._route_feed()
+                if pipeline.overflowed:
+                    self._close_slow_consumers()
+            if not outcomes:
+                break
+            # The outcome of a read run_inline ran: handled as if fed next (its clocks,
+            # its steps, the checks above), into the same list. Its steps may run more
+            # reads inline: they queue behind.
+            event = outcomes.popleft()
         # ``out`` stays the engine's list until the next event replaces it: nothing
         # appends to it outside ``handle``.
         return out
+
+    def _read_storage(self, run: Run, query: ReadOne | ReadList, request_id: MessageId) -> None:
+        """Ask for a direct read's storage operation: run at once through ``run_inline``
+        if the adapter can (its outcome handled at the end of this ``handle()``), else as
+        a ``RunStorage``."""
+        self._next_id += 1
+        operation_id = self._next_id
+        self._storage_pending[operation_id] = run
+        run_inline = self.run_inline
+        if run_inline is not None:
+            outcome = run_inline(operation_id, query, request_id)
+            if outcome is not None:
+                self._outcomes.append(outcome)
+                return
+        self._out.append(_new_run_storage(operation_id, query, request_id))
 
     # --- connection lifecycle ----------------------------------------------------
 
@@ -551,9 +589,17 @@ class Engine:
             return False
         run = read_run(conn, entity, options, message_id, record_id, query, schema)
         if self._pipeline.start_at_once(conn, run):
+            # _read_storage(run, query, message_id), written out: the hottest path.
             self._next_id += 1
-            self._storage_pending[self._next_id] = run
-            self._out.append(_new_run_storage(self._next_id, query, message_id))
+            operation_id = self._next_id
+            self._storage_pending[operation_id] = run
+            run_inline = self.run_inline
+            if run_inline is not None:
+                outcome = run_inline(operation_id, query, message_id)
+                if outcome is not None:
+                    self._outcomes.append(outcome)
+                    return True
+            self._out.append(_new_run_storage(operation_id, query, message_id))
         else:
             self._pipeline.receive(conn, run)  # queued: _start asks for its storage
         return True
@@ -595,13 +641,7 @@ class Engine:
                 run = self._answered(conn, message.id, exc.error)
             else:
                 if self._pipeline.start_at_once(conn, run):
-                    self._next_id += 1
-                    self._storage_pending[self._next_id] = run
-                    self._out.append(
-                        RunStorage(
-                            operation_id=self._next_id, operation=run.key, request_id=message.id
-                        )
-                    )
+                    self._read_storage(run, run.key, message.id)
                     return
         self._pipeline.receive(conn, run)
 
@@ -867,9 +907,8 @@ class Engine:
             # runs: all the steps below would do is ask for its storage operation.
             hooks = self._hook_types
             if not hooks or hooks.keys().isdisjoint(self._read_hook_types):
-                self._next_id += 1
-                self._storage_pending[self._next_id] = run
-                self._out.append(_new_run_storage(self._next_id, run.key, run.message_id))
+                assert run.message_id is not None
+                self._read_storage(run, run.key, run.message_id)
                 return
             self._request(run)  # a hook registered meanwhile: the general steps
         if self._change_feed and run.kind is RunKind.EXCLUSIVE:

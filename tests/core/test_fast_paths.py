@@ -13,6 +13,9 @@
 * A read of a known shape goes from the parsed frame to its ``RunStorage`` without a
   ``Request`` (``Engine._read_parsed``): the same actions as a read decoded first, through
   queues, failures, odd results, hooks and entities registered midway.
+* A read the adapter runs inline through ``Engine.run_inline`` (its outcome handled in
+  the same ``handle()`` call) causes the actions an adapter that runs its ``RunStorage``
+  at once and feeds the outcome next gets, in the same order.
 * ``quick_init`` builds the objects attrs' own ``__init__`` builds; ``quick_new`` and
   ``read_run`` build the objects the classes build.
 """
@@ -968,3 +971,191 @@ def test_reads_take_the_direct_path_beside_hooks_no_read_runs() -> None:
     assert [a.hook_type for a in driver.log if isinstance(a, ws.RunHooks)] == [
         ws.HookType.BEFORE_CONNECT
     ]
+
+
+# --- Engine.run_inline: a read's outcome in the same handle() call --------------------
+
+_inline_reads = st.one_of(
+    st.tuples(st.just("one"), st.integers(0, 6)),
+    st.tuples(st.just("list"), st.integers(1, 3)),
+    st.tuples(st.just("bad"), st.just(0)),
+)
+inline_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), _inline_reads),
+        st.tuples(st.just("send"), _inline_reads),
+        st.tuples(st.just("send"), _inline_reads),
+        st.tuples(st.just("written"), st.integers(1, 4)),
+        st.tuples(st.just("complete"), st.integers(0, 5)),
+        st.tuples(
+            st.just("hook"), st.sampled_from(["after_read", "before_read", "before_connect"])
+        ),
+        st.tuples(st.just("close"), st.just(None)),
+    ),
+    max_size=40,
+)
+
+
+def _play_inline(
+    script: list[tuple[str, Any]], limits: ws.Limits, policy: str, engine_inline: bool
+) -> list[Any]:
+    """Play ``script`` as the runtime would: reads the ``policy`` lets run inline ("all",
+    "one": reads by key only, "none") are run at once, either by the adapter when it
+    carries out their ``RunStorage`` (its outcome fed after the current actions) or by
+    the engine through ``run_inline`` (``engine_inline``); the others wait for a
+    "complete" step. A read of key 4 fails; key 5 is not there. Returns every action
+    (storage actions as their operation and request id) and each event's action count
+    is left out: an adapter sees the same actions in the same order."""
+    registry = ws.EntityRegistry([USERS])
+    hooks = ws.HookRegistry()
+    engine = ws.Engine(registry, hooks=hooks, limits=limits)
+    storage = ws.MemoryStorage(registry)
+    for i in range(4):
+        storage.execute(
+            ws.Create(
+                entity=USERS, rows=({"id": i, "name": f"u{i}", "status": "a", "age": 20 + i},)
+            )
+        )
+    now, wall = 1000.0, 1_700_000_000.0
+
+    def inline(operation: Any) -> bool:
+        return policy == "all" or (policy == "one" and isinstance(operation, ws.ReadOne))
+
+    def run(operation_id: int, operation: Any) -> ws.StorageCompleted | ws.StorageFailed:
+        if isinstance(operation, ws.ReadOne) and operation.key == 4:
+            error = ws.StorageError(kind=ws.StorageErrorKind.OTHER, message="boom")
+            return ws.StorageFailed(operation_id=operation_id, error=error, now=now, wall=wall)
+        result = storage.execute(operation)
+        return ws.StorageCompleted(operation_id=operation_id, result=result, now=now, wall=wall)
+
+    if engine_inline:
+
+        def run_inline(
+            operation_id: int, operation: Any, request_id: Any
+        ) -> ws.StorageCompleted | ws.StorageFailed | None:
+            return run(operation_id, operation) if inline(operation) else None
+
+        engine.run_inline = run_inline
+    log: list[Any] = []
+    waiting: list[ws.RunStorage] = []
+    unwritten: dict[int, int] = {}
+
+    def feed(event: ws.Event) -> None:
+        queue = [event]
+        while queue:
+            for action in engine.handle(queue.pop(0)):
+                if isinstance(action, ws.RunStorage):
+                    log.append(("storage", repr(action.operation), action.request_id))
+                    if inline(action.operation):
+                        queue.append(run(action.operation_id, action.operation))
+                    else:
+                        waiting.append(action)
+                    continue
+                if isinstance(action, ws.Send):
+                    unwritten[action.connection_id] = unwritten.get(action.connection_id, 0) + 1
+                if isinstance(action, ws.RunHooks):
+                    log.append(("hooks", action.hook_type, action.context.message_id))
+                    exc = ws.run_hooks_sync(action.hooks, action.context)
+                    assert exc is None
+                    queue.append(ws.HooksCompleted(call_id=action.call_id, now=now, wall=wall))
+                    continue
+                log.append(action)
+
+    cid = 1
+    feed(ws.ConnectionOpened(connection_id=cid, request=ws.RequestInfo(), now=now, wall=wall))
+    for n, (step, arg) in enumerate(script):
+        if step == "send":
+            kind, value = arg
+            message: dict[str, Any] = {"id": n, "type": "request", "operation": "read"}
+            if kind == "one":
+                message.update(entity="users", record_id=value)
+            elif kind == "list":
+                message.update(entity="users", options={"limit": value})
+            else:
+                message.update(entity="ghosts", record_id=1)
+            data = orjson.dumps(message).decode()
+            feed(ws.MessageReceived(connection_id=cid, data=data, now=now, wall=wall))
+        elif step == "written" and unwritten.get(cid):
+            count = min(arg, unwritten[cid])
+            unwritten[cid] -= count
+            feed(ws.FramesWritten(connection_id=cid, count=count, now=now, wall=wall))
+        elif step == "complete" and waiting:
+            action = waiting.pop(arg % len(waiting))
+            feed(run(action.operation_id, action.operation))
+        elif step == "hook":
+
+            def hook(ctx: ws.HookContext) -> None:
+                ctx.metadata["seen"] = ctx.metadata.get("seen", 0) + 1
+
+            hooks.register(arg, hook)
+        elif step == "close":
+            feed(ws.ConnectionClosed(connection_id=cid, now=now, wall=wall))
+            cid += 1
+            feed(
+                ws.ConnectionOpened(connection_id=cid, request=ws.RequestInfo(), now=now, wall=wall)
+            )
+    while waiting:
+        action = waiting.pop(0)
+        feed(run(action.operation_id, action.operation))
+    return log
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    script=inline_steps,
+    in_flight=st.integers(1, 3),
+    policy=st.sampled_from(["all", "one", "none"]),
+    outbound=st.sampled_from([1024, 10]),
+)
+def test_reads_run_inline_by_the_engine_do_what_an_adapter_running_them_does(
+    script: list[tuple[str, Any]], in_flight: int, policy: str, outbound: int
+) -> None:
+    """``Engine.run_inline``: the actions, in order, that an adapter running the same
+    reads at once when it carries out their ``RunStorage`` (the outcome fed right after
+    the current actions) sees, through queued reads (``max_in_flight``), failures, rows
+    not found, refused requests, slow consumers (a small ``outbound_queue``; this
+    adapter reads on after a ``PauseReading``), hooks registered midway (reads then take
+    the general path, whose ``RunStorage`` the adapter still runs), reads the adapter
+    declines, and closes."""
+    limits = ws.Limits(
+        keepalive_interval=None, max_in_flight=in_flight, max_queued=2, outbound_queue=outbound
+    )
+    by_adapter = _play_inline(script, limits, policy, engine_inline=False)
+    by_engine = _play_inline(script, limits, policy, engine_inline=True)
+
+    def storage(log: list[Any]) -> list[Any]:
+        return [e for e in log if isinstance(e, tuple) and e[0] == "storage"]
+
+    def rest(log: list[Any]) -> list[Any]:
+        return [e for e in log if not (isinstance(e, tuple) and e[0] == "storage")]
+
+    # The engine asks for no RunStorage for what it ran inline; everything else matches.
+    assert rest(by_engine) == rest(by_adapter)
+    if policy == "none":
+        assert storage(by_engine) == storage(by_adapter)
+
+
+def test_a_read_run_inline_costs_no_storage_action() -> None:
+    """A read by key the adapter runs inline: one ``handle()`` call, its ``Send`` and no
+    ``RunStorage``."""
+    registry = ws.EntityRegistry([USERS])
+    engine = ws.Engine(registry, limits=ws.Limits(keepalive_interval=None))
+    storage = ws.MemoryStorage(registry)
+    storage.execute(ws.Create(entity=USERS, rows=({"id": 1, "name": "a"},)))
+    calls: list[Any] = []
+
+    def run_inline(operation_id: int, operation: Any, request_id: Any) -> ws.StorageCompleted:
+        calls.append(request_id)
+        result = storage.execute(operation)
+        return ws.StorageCompleted(operation_id=operation_id, result=result, now=1.0, wall=2.0)
+
+    engine.run_inline = run_inline
+    engine.handle(ws.ConnectionOpened(connection_id=1, request=ws.RequestInfo(), now=1.0))
+    read = {"id": "a", "type": "request", "operation": "read", "entity": "users", "record_id": 1}
+    for message_id in ("a", "b"):  # the first compiles the shape, the second is parsed
+        data = orjson.dumps({**read, "id": message_id}).decode()
+        actions = engine.handle(ws.MessageReceived(connection_id=1, data=data, now=1.0))
+        assert [type(a) for a in actions] == [ws.Send]
+        assert isinstance(actions[0], ws.Send)
+        assert orjson.loads(actions[0].frame)["data"]["name"] == "a"
+    assert calls == ["a", "b"]

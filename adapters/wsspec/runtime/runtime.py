@@ -56,6 +56,7 @@ from wsspec_core import (
     HooksFailed,
     Log,
     LogEntry,
+    MessageId,
     MessageReceived,
     PauseReading,
     PongReceived,
@@ -69,6 +70,7 @@ from wsspec_core import (
     ShutdownRequested,
     StorageCompleted,
     StorageFailed,
+    StorageOperation,
     TimePassed,
     Update,
     hook_failure,
@@ -86,7 +88,7 @@ from .metrics import (
     request_label,
     response_label,
 )
-from .storage_lanes import Outcome, StorageLanes, execute
+from .storage_lanes import Outcome, StorageLanes, execute, execute_operation
 from .tailer import tailer_for
 
 if TYPE_CHECKING:
@@ -273,6 +275,10 @@ class Runtime:
         self.shutdown_timeout = shutdown_timeout
         self.connections: dict[Hashable, Connection] = {}
         self.lanes = StorageLanes(app.storage, app.storage_threads, self._report_storage)
+        if not app.storage_threads or hasattr(app.storage, "never_blocks"):
+            # Reads the storage runs on the loop are run by the engine itself, in the
+            # handle() call that asks for them: no RunStorage, no second event.
+            self.engine.run_inline = self._run_inline
         #: With a change feed: the change-log reader, and the writes whose completion
         #: wakes it (their log entries are there by then).
         self.tailer = (
@@ -627,6 +633,30 @@ class Runtime:
             # With a change feed: remember writes, whose completion wakes the tailer.
             self._writes_running.add(action.operation_id)
         self.lanes.submit(action)
+
+    def _run_inline(
+        self, operation_id: int, operation: StorageOperation, request_id: MessageId | None
+    ) -> StorageCompleted | StorageFailed | None:
+        """The engine's ``run_inline``, for its direct reads (never a write, so the
+        tailer has nothing to do with them): what _on_run_storage does inline, the outcome
+        returned to the engine instead of queued; ``None`` for an operation that goes to
+        the threads."""
+        lanes = self.lanes
+        if lanes.read_threads and not lanes.never_blocks(operation):
+            return None
+        clock = self._clock
+        started = clock()
+        _, result, error = execute_operation(lanes.storage, operation_id, operation, request_id)
+        now = clock()
+        stored = self._storage_pending
+        stored.append((type(operation), now - started, error is not None))
+        if len(stored) >= FOLD_AT:
+            self.metrics.fold()
+        if error is None:
+            return StorageCompleted(
+                operation_id=operation_id, result=result, now=now, wall=time.time()
+            )
+        return StorageFailed(operation_id=operation_id, error=error, now=now, wall=time.time())
 
     def _on_run_hooks(self, action: RunHooks) -> None:
         self._spawn(self._run_hooks, action)

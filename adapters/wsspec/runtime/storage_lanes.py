@@ -25,6 +25,7 @@ import anyio
 from wsspec_core import (
     Create,
     Delete,
+    MessageId,
     RunStorage,
     StorageError,
     StorageErrorKind,
@@ -61,9 +62,19 @@ def execute(storage: Storage, action: RunStorage) -> Outcome:
     the database's own message, which the client never sees: at INFO for a constraint the
     client broke (its ``validation_error`` says enough), at ERROR for the rest. An
     unexpected exception becomes an internal error, logged with its traceback."""
-    operation = action.operation
+    return execute_operation(storage, action.operation_id, action.operation, action.request_id)
+
+
+def execute_operation(
+    storage: Storage,
+    operation_id: int,
+    operation: StorageOperation,
+    request_id: MessageId | None,
+) -> Outcome:
+    """:func:`execute` from the action's fields (the engine's ``run_inline`` has no
+    ``RunStorage`` to give)."""
     try:
-        return (action.operation_id, storage.execute(operation), None)
+        return (operation_id, storage.execute(operation), None)
     except StorageFailure as exc:
         error = exc.error
         # Backends raise StorageFailure from the driver's exception (``from None`` keeps
@@ -72,23 +83,23 @@ def execute(storage: Storage, action: RunStorage) -> Outcome:
         logger.log(
             logging.INFO if error.kind is StorageErrorKind.CONSTRAINT else logging.ERROR,
             "request %r: %s on %s failed (%s): %s%s",
-            action.request_id,
+            request_id,
             type(operation).__name__,
             _entity_name(operation),
             error.kind.value,
             error.message,
             f": {type(cause).__name__}: {cause}" if cause is not None else "",
         )
-        return (action.operation_id, None, error)
+        return (operation_id, None, error)
     except Exception:
         logger.exception(
             "request %r: %s on %s raised",
-            action.request_id,
+            request_id,
             type(operation).__name__,
             _entity_name(operation),
         )
         return (
-            action.operation_id,
+            operation_id,
             None,
             StorageError(kind=StorageErrorKind.OTHER, message="internal storage error"),
         )
