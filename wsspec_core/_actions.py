@@ -44,6 +44,12 @@ class Send:
 
     connection_id: ConnectionId
     frame: str
+    #: What the frame answers, when the engine knows it at no cost: ``(operation,
+    #: outcome)`` of the request it answers, ``("read", "success")`` for a read answered
+    #: on the direct path; ``None`` otherwise (the frame says it all the same). A hint
+    #: for an adapter's metrics, which need not decode the request again: left out of
+    #: equality and ``repr``, as two engines may note it for different frames.
+    answers: tuple[str, str] | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @quick_init

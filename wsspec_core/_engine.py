@@ -148,6 +148,8 @@ _OPEN = ConnState.OPEN
 #: no hook sees a response's metadata.
 _ONE_ROW: dict[str, Any] = {"total": 1}
 _new_run_storage = quick_new(RunStorage)
+#: ``Send.answers`` of the success response to a read.
+_READ_SUCCESS = ("read", "success")
 _loads = orjson.loads
 
 
@@ -322,6 +324,60 @@ class Engine:
         # ``out`` stays the engine's list until the next event replaces it: nothing
         # appends to it outside ``handle``.
         return out
+
+    def message_received(
+        self, connection_id: Hashable, data: str | bytes, now: float, wall: float | None = None
+    ) -> list[Action]:
+        """``handle(MessageReceived(connection_id=..., data=..., now=..., wall=...))``
+        without the event object: the same actions (docs/core.md "Entry points for the
+        hot events"). An adapter's reader calls it once per message."""
+        pipeline = self._pipeline
+        out: list[Action] = []
+        self._out = pipeline.out = out
+        self._now = pipeline.now = now
+        self._wall = now if wall is None else wall
+        self._message(connection_id, data, now)
+        if pipeline.overflowed or self._feed or self._outcomes:
+            self._settle()
+        return out
+
+    def frames_written(
+        self, connection_id: Hashable, count: int, now: float, wall: float | None = None
+    ) -> list[Action]:
+        """``handle(FramesWritten(connection_id=..., count=..., now=..., wall=...))``
+        without the event object: the same actions (usually none)."""
+        pipeline = self._pipeline
+        out: list[Action] = []
+        self._out = pipeline.out = out
+        self._now = pipeline.now = now
+        self._wall = now if wall is None else wall
+        conn = self._connections.get(connection_id)
+        if conn is not None:
+            pipeline.written(conn, count)
+        if pipeline.overflowed or self._feed or self._outcomes:
+            self._settle()
+        return out
+
+    def _settle(self) -> None:
+        """What ``handle()`` does after an event's own step, for the entry points that
+        take an event's fields: the flow-control and change-feed checks, then the
+        outcomes ``run_inline`` returned, each handled as if fed next."""
+        pipeline = self._pipeline
+        outcomes = self._outcomes
+        handlers = self._HANDLERS
+        while True:
+            if pipeline.overflowed:
+                self._close_slow_consumers()
+            if self._feed and not pipeline.congested:
+                self._route_feed()
+                if pipeline.overflowed:
+                    self._close_slow_consumers()
+            if not outcomes:
+                return
+            event = outcomes.popleft()
+            self._now = pipeline.now = event.now
+            self._wall = event.now if event.wall is None else event.wall
+            handlers[type(event)](self, event)
 
     def _read_storage(self, run: Run, query: ReadOne | ReadList, request_id: MessageId) -> None:
         """Ask for a direct read's storage operation: run at once through ``run_inline``
@@ -521,13 +577,15 @@ class Engine:
     # --- receiving requests ------------------------------------------------------
 
     def _on_message(self, event: MessageReceived) -> None:
-        conn = self._connections.get(event.connection_id)
+        self._message(event.connection_id, event.data, event.now)
+
+    def _message(self, connection_id: Hashable, data: str | bytes, now: float) -> None:
+        conn = self._connections.get(connection_id)
         if conn is None or conn.state is not _OPEN or self._pipeline.draining:
             return  # late frames of a closing connection, or after shutdown: not taken
-        # heard_from(conn, event.now), written out: every message passes here.
-        conn.last_seen = event.now
+        # heard_from(conn, now), written out: every message passes here.
+        conn.last_seen = now
         conn.ping_sent_at = None
-        data = event.data
         limit = self.limits.max_message_bytes
         if len(data) * 4 > limit and size_in_bytes(data, limit) > limit:
             self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
@@ -788,7 +846,8 @@ class Engine:
             )
             self._finish(run, response)
             return
-        self._pipeline.finish(run, frame)
+        # The Send's hint for the adapter's metrics: a direct read (no Request built).
+        self._pipeline.finish(run, frame, _READ_SUCCESS if run.message is None else None)
 
     def _fail(self, run: Run, error: ErrorInfo) -> None:
         assert run.message is not None

@@ -317,8 +317,9 @@ class Pipeline:
         conn.in_flight += 1
         return True
 
-    def finish(self, run: Run, frame: str) -> None:
-        """``run`` is answered with ``frame``: free its place and send what may go."""
+    def finish(self, run: Run, frame: str, answers: tuple[str, str] | None = None) -> None:
+        """``run`` is answered with ``frame``: free its place and send what may go.
+        ``answers`` is the ``Send``'s hint (what the frame answers), if sent at once."""
         run.response = frame
         conn = run.conn
         if run.started:
@@ -340,7 +341,7 @@ class Pipeline:
             ):
                 # The common case, the oldest run answered alone: what flush() does for
                 # it, without its loop.
-                self.send(conn, frame)
+                self.send(conn, frame, answers)
                 del runs[0]
                 if (
                     conn.paused
@@ -438,14 +439,14 @@ class Pipeline:
 
     # --- frames out (docs/core.md "Flow control") ----------------------------------
 
-    def send(self, conn: Connection, frame: str) -> None:
+    def send(self, conn: Connection, frame: str, answers: tuple[str, str] | None = None) -> None:
         """Ask for ``frame`` to be sent, and count it in the connection's backlog.
 
         A backlog past ``Limits.outbound_queue`` (plus the allowance of a burst of held
         notifications) means the client is not reading what it is sent: the connection is
         closed once this event's actions are complete (closing here would change the runs
         being flushed)."""
-        self.out.append(_new_send(conn.id, frame))
+        self.out.append(_new_send(conn.id, frame, answers))
         conn.backlog += 1
         if conn.backlog > self._outbound_queue + conn.burst_allowance:
             self._slow_consumer(conn, "outbound queue full: client is not reading")

@@ -15,7 +15,9 @@
   queues, failures, odd results, hooks and entities registered midway.
 * A read the adapter runs inline through ``Engine.run_inline`` (its outcome handled in
   the same ``handle()`` call) causes the actions an adapter that runs its ``RunStorage``
-  at once and feeds the outcome next gets, in the same order.
+  at once and feeds the outcome next gets, in the same order; a ``Send.answers`` hint
+  is what its frame answers; ``Engine.message_received`` and ``Engine.frames_written``
+  return what ``handle()`` returns for the events they stand for.
 * ``quick_init`` builds the objects attrs' own ``__init__`` builds; ``quick_new`` and
   ``read_run`` build the objects the classes build.
 """
@@ -997,7 +999,11 @@ inline_steps = st.lists(
 
 
 def _play_inline(
-    script: list[tuple[str, Any]], limits: ws.Limits, policy: str, engine_inline: bool
+    script: list[tuple[str, Any]],
+    limits: ws.Limits,
+    policy: str,
+    engine_inline: bool,
+    entry_points: bool = False,
 ) -> list[Any]:
     """Play ``script`` as the runtime would: reads the ``policy`` lets run inline ("all",
     "one": reads by key only, "none") are run at once, either by the adapter when it
@@ -1037,13 +1043,23 @@ def _play_inline(
 
         engine.run_inline = run_inline
     log: list[Any] = []
+    sent_reads: dict[int, bool] = {}
     waiting: list[ws.RunStorage] = []
     unwritten: dict[int, int] = {}
+
+    def handle(event: ws.Event) -> list[ws.Action]:
+        # With entry_points, the two hot events go through the methods taking their
+        # fields (Engine.message_received, Engine.frames_written).
+        if entry_points and isinstance(event, ws.MessageReceived):
+            return engine.message_received(event.connection_id, event.data, event.now, event.wall)
+        if entry_points and isinstance(event, ws.FramesWritten):
+            return engine.frames_written(event.connection_id, event.count, event.now, event.wall)
+        return engine.handle(event)
 
     def feed(event: ws.Event) -> None:
         queue = [event]
         while queue:
-            for action in engine.handle(queue.pop(0)):
+            for action in handle(queue.pop(0)):
                 if isinstance(action, ws.RunStorage):
                     log.append(("storage", repr(action.operation), action.request_id))
                     if inline(action.operation):
@@ -1053,6 +1069,12 @@ def _play_inline(
                     continue
                 if isinstance(action, ws.Send):
                     unwritten[action.connection_id] = unwritten.get(action.connection_id, 0) + 1
+                    if action.answers is not None:
+                        # Send.answers says what the frame answers: a read's success.
+                        frame = orjson.loads(action.frame)
+                        assert action.answers == ("read", "success")
+                        assert frame["type"] == "response" and frame["success"] is True
+                        assert sent_reads[frame["id"]]
                 if isinstance(action, ws.RunHooks):
                     log.append(("hooks", action.hook_type, action.context.message_id))
                     exc = ws.run_hooks_sync(action.hooks, action.context)
@@ -1073,6 +1095,7 @@ def _play_inline(
                 message.update(entity="users", options={"limit": value})
             else:
                 message.update(entity="ghosts", record_id=1)
+            sent_reads[n] = True
             data = orjson.dumps(message).decode()
             feed(ws.MessageReceived(connection_id=cid, data=data, now=now, wall=wall))
         elif step == "written" and unwritten.get(cid):
@@ -1122,6 +1145,13 @@ def test_reads_run_inline_by_the_engine_do_what_an_adapter_running_them_does(
     )
     by_adapter = _play_inline(script, limits, policy, engine_inline=False)
     by_engine = _play_inline(script, limits, policy, engine_inline=True)
+    # The entry points taking the hot events' fields: the actions of handle(), exactly.
+    assert _play_inline(script, limits, policy, engine_inline=False, entry_points=True) == (
+        by_adapter
+    )
+    assert _play_inline(script, limits, policy, engine_inline=True, entry_points=True) == (
+        by_engine
+    )
 
     def storage(log: list[Any]) -> list[Any]:
         return [e for e in log if isinstance(e, tuple) and e[0] == "storage"]
@@ -1158,4 +1188,6 @@ def test_a_read_run_inline_costs_no_storage_action() -> None:
         assert [type(a) for a in actions] == [ws.Send]
         assert isinstance(actions[0], ws.Send)
         assert orjson.loads(actions[0].frame)["data"]["name"] == "a"
+        # The direct path (the second read) notes what its Send answers.
+        assert actions[0].answers == (None if message_id == "a" else ("read", "success"))
     assert calls == ["a", "b"]

@@ -251,6 +251,10 @@ def test_fold_counts_what_the_per_request_functions_count() -> None:
         folded.pending.append((request_label(request), response_label(response), seconds))
         outcome = response_outcome(response)
         reference.answered(request_operation(request), outcome, seconds)
+    # A Send's hint (Send.answers: operation, outcome) in place of both texts.
+    for i in range(5):
+        folded.pending.append((("read", "success"), ("read", "success"), i / 100))
+        reference.answered("read", "success", i / 100)
     folded.storage_pending.append((dict, 0.25, True))
     reference.stored("other", 0.25, True)
     folded.fold()

@@ -217,7 +217,9 @@ class ServerMetrics:
         #: reads it, off the loop), for the lag; ``None`` before, or without a feed.
         self.change_log_end: int | None = None
         #: Requests answered since the last fold: (request_label() of the request,
-        #: response_label() of the response, seconds). Loop thread only.
+        #: response_label() of the response, seconds), or, for a response whose ``Send``
+        #: says what it answers, (``Send.answers``, ``Send.answers``, seconds): the
+        #: operation is a tuple's first item, the outcome its last. Loop thread only.
         self.pending: list[tuple[Any, Any, float]] = []
         #: Storage operations finished since the last fold: (operation class, seconds,
         #: failed). Loop thread only.
@@ -266,9 +268,10 @@ class ServerMetrics:
                         else:
                             named = message.get("operation")
                             operation = named if type(named) is str and named in known else INVALID
-                # response_outcome(response), with success (the usual answer) first.
+                # response_outcome(response), with success (the usual answer) first. A
+                # tuple is a label: (outcome,), or a Send's (operation, outcome) hint.
                 if type(response) is tuple:
-                    outcome = response[0]
+                    outcome = response[-1]
                 else:
                     at = response.find(success_key)
                     if at >= 0 and response.startswith("true", at + after_key):

@@ -341,23 +341,75 @@ class Runtime:
         if self._feeding:
             return
         self._feeding = True
+        try:
+            self._drain()
+        finally:
+            self._feeding = False
+        self._check_deadline()
+
+    def _drain(self) -> None:
+        """Feed the queued events, carrying out each one's actions (inside feed)."""
         # Locals: this loop runs for every event of every connection.
         pending = self._pending
         handle = self.engine.handle
         dispatch = self._dispatch
+        while pending:
+            event = pending.popleft()
+            try:
+                actions = handle(event)
+            except Exception:
+                # A bug in wsspec_core (docs/core.md "Peer errors, careless hooks and
+                # our bugs"). Raised here it would end a connection's task group, or
+                # the whole event loop from a storage callback; log it, keep serving.
+                logger.exception("bug: the engine raised on %s", type(event).__name__)
+                continue
+            for action in actions:
+                dispatch[type(action)](action)
+
+    def _feed_message(
+        self, connection_id: Hashable, data: str | bytes, now: float, wall: float
+    ) -> None:
+        """``feed(MessageReceived(...))`` through the engine's ``message_received``: the
+        same actions carried out, without the event object. Once per message read."""
+        if self._feeding:  # not from a reader's task; kept exact all the same
+            self.feed(MessageReceived(connection_id=connection_id, data=data, now=now, wall=wall))
+            return
+        self._feeding = True
         try:
-            while pending:
-                event = pending.popleft()
-                try:
-                    actions = handle(event)
-                except Exception:
-                    # A bug in wsspec_core (docs/core.md "Peer errors, careless hooks and
-                    # our bugs"). Raised here it would end a connection's task group, or
-                    # the whole event loop from a storage callback; log it, keep serving.
-                    logger.exception("bug: the engine raised on %s", type(event).__name__)
-                    continue
+            try:
+                actions = self.engine.message_received(connection_id, data, now, wall)
+            except Exception:
+                logger.exception("bug: the engine raised on MessageReceived")
+            else:
+                dispatch = self._dispatch
                 for action in actions:
                     dispatch[type(action)](action)
+            if self._pending:
+                self._drain()
+        finally:
+            self._feeding = False
+        self._check_deadline()
+
+    def _frames_written(self, connection_id: Hashable, count: int) -> None:
+        """``feed(FramesWritten(...))`` through the engine's ``frames_written``: the same
+        actions (usually none), without the event object. Once per batch written."""
+        now = self._clock()
+        wall = time.time()
+        if self._feeding:  # not from a writer's task; kept exact all the same
+            self.feed(FramesWritten(connection_id=connection_id, count=count, now=now, wall=wall))
+            return
+        self._feeding = True
+        try:
+            try:
+                actions = self.engine.frames_written(connection_id, count, now, wall)
+            except Exception:
+                logger.exception("bug: the engine raised on FramesWritten")
+            else:
+                dispatch = self._dispatch
+                for action in actions:
+                    dispatch[type(action)](action)
+            if self._pending:
+                self._drain()
         finally:
             self._feeding = False
         self._check_deadline()
@@ -583,6 +635,14 @@ class Runtime:
                 wakeup.set()
         # Metrics, from the frame's first bytes (metrics.py, "theory of operation"): noted
         # here, counted at the next fold.
+        answers = action.answers
+        if answers is not None:
+            # The engine says what the frame answers (a read's success): the fold takes
+            # the operation and the outcome from it, decoding neither text.
+            if conn.requests:
+                read_at = conn.requests.pop(0)[0]
+                self._metrics_pending.append((answers, answers, self._clock() - read_at))
+            return
         if frame is self._broadcast_frame:
             return
         if frame.startswith(RESPONSE_PREFIX):
@@ -870,7 +930,7 @@ class Runtime:
         requests = conn.requests
         connection_id = conn.id
         clock = self._clock
-        feed = self.feed
+        feed_message = self._feed_message
         wall_clock = time.time
         try:
             while True:
@@ -903,11 +963,7 @@ class Runtime:
                     requests.append((now, data if len(data) <= KEEP_TEXT else request_label(data)))
                     conn.holding = True
                     try:
-                        feed(
-                            MessageReceived(
-                                connection_id=connection_id, data=data, now=now, wall=wall_clock()
-                            )
-                        )
+                        feed_message(connection_id, data, now, wall_clock())
                     finally:
                         conn.holding = False
         except _WriteFailed:
@@ -941,14 +997,7 @@ class Runtime:
             if frames:
                 await conn.transport.send(frames)
                 if not conn.closing:
-                    self.feed(
-                        FramesWritten(
-                            connection_id=conn.id,
-                            count=len(frames),
-                            now=self._clock(),
-                            wall=time.time(),
-                        )
-                    )
+                    self._frames_written(conn.id, len(frames))
                 if len(self._metrics_pending) >= FOLD_AT:
                     self.metrics.fold()
         except TransportClosed:
@@ -985,14 +1034,7 @@ class Runtime:
                 if frames:
                     await transport.send(frames)
                     if not conn.closing:
-                        self.feed(
-                            FramesWritten(
-                                connection_id=conn.id,
-                                count=len(frames),
-                                now=self._clock(),
-                                wall=time.time(),
-                            )
-                        )
+                        self._frames_written(conn.id, len(frames))
                     if len(self._metrics_pending) >= FOLD_AT:
                         self.metrics.fold()
                 if close is not None:
