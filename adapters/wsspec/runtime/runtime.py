@@ -275,6 +275,14 @@ class Runtime:
         self.shutdown_timeout = shutdown_timeout
         self.connections: dict[Hashable, Connection] = {}
         self.lanes = StorageLanes(app.storage, app.storage_threads, self._report_storage)
+        #: The engine's entry points for the two per-message events, or None for an
+        #: engine without them (a test's stand-in with only handle()): then events.
+        self._message_received: Callable[..., list[Any]] | None = getattr(
+            self.engine, "message_received", None
+        )
+        self._engine_frames_written: Callable[..., list[Any]] | None = getattr(
+            self.engine, "frames_written", None
+        )
         if not app.storage_threads or hasattr(app.storage, "never_blocks"):
             # Reads the storage runs on the loop are run by the engine itself, in the
             # handle() call that asks for them: no RunStorage, no second event.
@@ -371,13 +379,14 @@ class Runtime:
     ) -> None:
         """``feed(MessageReceived(...))`` through the engine's ``message_received``: the
         same actions carried out, without the event object. Once per message read."""
-        if self._feeding:  # not from a reader's task; kept exact all the same
+        message_received = self._message_received
+        if self._feeding or message_received is None:  # not from a reader's task
             self.feed(MessageReceived(connection_id=connection_id, data=data, now=now, wall=wall))
             return
         self._feeding = True
         try:
             try:
-                actions = self.engine.message_received(connection_id, data, now, wall)
+                actions = message_received(connection_id, data, now, wall)
             except Exception:
                 logger.exception("bug: the engine raised on MessageReceived")
             else:
@@ -395,13 +404,14 @@ class Runtime:
         actions (usually none), without the event object. Once per batch written."""
         now = self._clock()
         wall = time.time()
-        if self._feeding:  # not from a writer's task; kept exact all the same
+        frames_written = self._engine_frames_written
+        if self._feeding or frames_written is None:  # not from a writer's task
             self.feed(FramesWritten(connection_id=connection_id, count=count, now=now, wall=wall))
             return
         self._feeding = True
         try:
             try:
-                actions = self.engine.frames_written(connection_id, count, now, wall)
+                actions = frames_written(connection_id, count, now, wall)
             except Exception:
                 logger.exception("bug: the engine raised on FramesWritten")
             else:
