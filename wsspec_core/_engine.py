@@ -301,26 +301,10 @@ class Engine:
         pipeline = self._pipeline
         out: list[Action] = []
         self._out = pipeline.out = out
-        outcomes = self._outcomes
-        handlers = self._HANDLERS
-        while True:
-            self._now = pipeline.now = event.now
-            self._wall = event.now if event.wall is None else event.wall
-            handlers[type(event)](self, event)
-            if pipeline.overflowed:
-                self._close_slow_consumers()
-            if self._feed and not pipeline.congested:
-                # Whatever this event did (frames written, a client gone) may have
-                # unblocked the change feed.
-                self._route_feed()
-                if pipeline.overflowed:
-                    self._close_slow_consumers()
-            if not outcomes:
-                break
-            # The outcome of a read run_inline ran: handled as if fed next (its clocks,
-            # its steps, the checks above), into the same list. Its steps may run more
-            # reads inline: they queue behind.
-            event = outcomes.popleft()
+        self._now = pipeline.now = event.now
+        self._wall = event.now if event.wall is None else event.wall
+        self._HANDLERS[type(event)](self, event)
+        self._settle()
         # ``out`` stays the engine's list until the next event replaces it: nothing
         # appends to it outside ``handle``.
         return out
@@ -359,9 +343,10 @@ class Engine:
         return out
 
     def _settle(self) -> None:
-        """What ``handle()`` does after an event's own step, for the entry points that
-        take an event's fields: the flow-control and change-feed checks, then the
-        outcomes ``run_inline`` returned, each handled as if fed next."""
+        """What follows an event's own step (``handle()`` and the entry points that take
+        an event's fields): the flow-control and change-feed checks, then the outcomes
+        ``run_inline`` returned, each handled as if fed next (its clocks, its steps, the
+        checks again; its steps may run more reads inline: they queue behind)."""
         pipeline = self._pipeline
         outcomes = self._outcomes
         handlers = self._HANDLERS

@@ -238,75 +238,27 @@ class ServerMetrics:
 
     def fold(self) -> None:
         """Count the pending entries into the counters and buckets (loop thread, or no loop
-        running). Does what request_operation(), response_outcome(), :meth:`answered` and
-        :meth:`stored` do for each entry, inlined into one loop: this is the metrics'
-        whole per-request cost."""
+        running): each request labelled by request_operation() and each response by
+        response_outcome(), unless a label (a tuple: ``(operation,)``, ``(outcome,)``, or a
+        Send's ``(operation, outcome)``) stands in for the text, then counted by
+        :meth:`answered`; each storage operation by :meth:`stored`."""
         pending = self.pending
-        bisect_left = bisect.bisect_left
-        bounds = LATENCY_BUCKETS
         if pending:
-            requests = self.requests
-            loads = orjson.loads
-            decode_error = orjson.JSONDecodeError
-            known = REQUEST_OPERATIONS
-            success_key = _SUCCESS_KEY
-            after_key = len(_SUCCESS_KEY)
+            answered = self.answered
             for request, response, seconds in pending:
-                # request_operation(request), unless labelled already.
-                if type(request) is tuple:
-                    operation = request[0]
-                else:
-                    try:
-                        message = loads(request)
-                    except decode_error:
-                        operation = INVALID
-                    else:
-                        if type(message) is not dict:
-                            operation = INVALID
-                        elif message.get("type") == "ping":
-                            operation = "ping"
-                        else:
-                            named = message.get("operation")
-                            operation = named if type(named) is str and named in known else INVALID
-                # response_outcome(response), with success (the usual answer) first. A
-                # tuple is a label: (outcome,), or a Send's (operation, outcome) hint.
-                if type(response) is tuple:
-                    outcome = response[-1]
-                else:
-                    at = response.find(success_key)
-                    if at >= 0 and response.startswith("true", at + after_key):
-                        outcome = "success"
-                    else:
-                        outcome = response_outcome(response)
-                # answered(operation, outcome, seconds)
-                stats = requests.get(operation)
-                if stats is None:
-                    stats = requests[operation] = _OperationStats()
-                outcomes = stats.outcomes
-                count = outcomes.get(outcome)
-                if count is None:
-                    outcome = self._admit(outcome)
-                    count = outcomes.get(outcome, 0)
-                outcomes[outcome] = count + 1
-                latency = stats.latency
-                latency.counts[bisect_left(bounds, seconds)] += 1
-                latency.total += seconds
+                answered(
+                    request[0] if type(request) is tuple else request_operation(request),
+                    response[-1] if type(response) is tuple else response_outcome(response),
+                    seconds,
+                )
             # Cleared, not replaced: the runtime keeps a reference to each list.
             pending.clear()
         stored = self.storage_pending
         if stored:
-            storage_latency = self.storage_latency
+            record = self.stored
             labels = STORAGE_OPERATIONS
             for kind, seconds, failed in stored:
-                # stored(label, seconds, failed)
-                label = labels.get(kind, "other")
-                histogram = storage_latency.get(label)
-                if histogram is None:
-                    histogram = storage_latency[label] = Latency()
-                histogram.counts[bisect_left(bounds, seconds)] += 1
-                histogram.total += seconds
-                if failed:
-                    self.storage_failures[label] = self.storage_failures.get(label, 0) + 1
+                record(labels.get(kind, "other"), seconds, failed)
             stored.clear()
 
     def fold_for_scrape(self) -> None:

@@ -92,6 +92,8 @@ from .storage_lanes import Outcome, StorageLanes, execute, execute_operation
 from .tailer import tailer_for
 
 if TYPE_CHECKING:
+    from wsspec_core import Action
+
     from .app import App
 
 logger = logging.getLogger("wsspec.server")
@@ -382,22 +384,8 @@ class Runtime:
         message_received = self._message_received
         if self._feeding or message_received is None:  # not from a reader's task
             self.feed(MessageReceived(connection_id=connection_id, data=data, now=now, wall=wall))
-            return
-        self._feeding = True
-        try:
-            try:
-                actions = message_received(connection_id, data, now, wall)
-            except Exception:
-                logger.exception("bug: the engine raised on MessageReceived")
-            else:
-                dispatch = self._dispatch
-                for action in actions:
-                    dispatch[type(action)](action)
-            if self._pending:
-                self._drain()
-        finally:
-            self._feeding = False
-        self._check_deadline()
+        else:
+            self._enter(message_received, "MessageReceived", connection_id, data, now, wall)
 
     def _frames_written(self, connection_id: Hashable, count: int) -> None:
         """``feed(FramesWritten(...))`` through the engine's ``frames_written``: the same
@@ -407,13 +395,19 @@ class Runtime:
         frames_written = self._engine_frames_written
         if self._feeding or frames_written is None:  # not from a writer's task
             self.feed(FramesWritten(connection_id=connection_id, count=count, now=now, wall=wall))
-            return
+        else:
+            self._enter(frames_written, "FramesWritten", connection_id, count, now, wall)
+
+    def _enter(self, entry: Callable[..., list[Action]], event_name: str, *fields: Any) -> None:
+        """What feed() does, through one of the engine's entry points that take an event's
+        fields (``entry(*fields)``): carry out its actions, then the events they queued."""
         self._feeding = True
         try:
             try:
-                actions = frames_written(connection_id, count, now, wall)
+                actions = entry(*fields)
             except Exception:
-                logger.exception("bug: the engine raised on FramesWritten")
+                # As in _drain: a bug in wsspec_core is logged, the server keeps serving.
+                logger.exception("bug: the engine raised on %s", event_name)
             else:
                 dispatch = self._dispatch
                 for action in actions:
