@@ -182,11 +182,9 @@ def list_read_figures(
     )
 
 
-def read_by_id_figures(
-    n: int = 20_000, baseline: ModuleType | None = None
-) -> tuple[float, float, float | None]:
-    """A read by id (the most common request), answered with one row."""
-    frames = [
+def _read_by_id_frames(n: int) -> list[str]:
+    """``n`` reads by id, their ids cycling over the ten rows."""
+    return [
         orjson.dumps(
             {
                 "id": f"msg-{i}",
@@ -198,6 +196,13 @@ def read_by_id_figures(
         ).decode()
         for i in range(n)
     ]
+
+
+def read_by_id_figures(
+    n: int = 20_000, baseline: ModuleType | None = None
+) -> tuple[float, float, float | None]:
+    """A read by id (the most common request), answered with one row."""
+    frames = _read_by_id_frames(n)
     response = {
         "id": "x",
         "type": "response",
@@ -220,18 +225,7 @@ def _pipelined_run(core: Any) -> Callable[[], float]:
     then reported written: seconds per read."""
     engine = _engine(core)
     handle = engine.handle
-    frames = [
-        orjson.dumps(
-            {
-                "id": f"msg-{i}",
-                "type": "request",
-                "operation": "read",
-                "entity": "users",
-                "record_id": i % 10,
-            }
-        ).decode()
-        for i in range(PIPELINED)
-    ]
+    frames = _read_by_id_frames(PIPELINED)
     row = ROWS[3]
     received, completed = core.MessageReceived, core.StorageCompleted
     run_storage, send_action = core.RunStorage, core.Send

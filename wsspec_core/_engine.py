@@ -632,17 +632,7 @@ class Engine:
             return False
         run = read_run(conn, entity, options, message_id, record_id, query, schema)
         if self._pipeline.start_at_once(conn, run):
-            # _read_storage(run, query, message_id), written out: the hottest path.
-            self._next_id += 1
-            operation_id = self._next_id
-            self._storage_pending[operation_id] = run
-            run_inline = self.run_inline
-            if run_inline is not None:
-                outcome = run_inline(operation_id, query, message_id)
-                if outcome is not None:
-                    self._outcomes.append(outcome)
-                    return True
-            self._out.append(_new_run_storage(operation_id, query, message_id))
+            self._read_storage(run, query, message_id)
         else:
             self._pipeline.receive(conn, run)  # queued: _start asks for its storage
         return True

@@ -37,8 +37,16 @@ logger = logging.getLogger("wsspec.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
+
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+class _Skip:
+    """What ASGIWebSocket._data_of returns for a message that carries no data."""
+
+
+_SKIP = _Skip()
 
 #: Close code for a refusal where the server cannot answer the handshake with an HTTP
 #: status: the server turns a close before accept into HTTP 403 anyway.
@@ -114,28 +122,31 @@ class ASGIWebSocket:
                 message = self._channel.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return None
-            kind = message["type"]
-            if kind == "websocket.receive":
-                text = message.get("text")
-                return text if text is not None else message.get("bytes") or b""
-            if kind == "websocket.disconnect":
-                self._peer_close = message.get("code", 1005)
-                self._ended = True
+            data = self._data_of(message)
+            if not isinstance(data, _Skip):
+                self._ended = data is None
+                return data
         return None
 
     async def receive(self) -> str | bytes | None:
         if self._ended:
             return None
         while True:
-            message = await self._receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                text = message.get("text")
-                return text if text is not None else message.get("bytes") or b""
-            if kind == "websocket.disconnect":
-                self._peer_close = message.get("code", 1005)
-                return None
-            # Nothing else is defined after the connect: skip it.
+            data = self._data_of(await self._receive())
+            if not isinstance(data, _Skip):
+                return data
+
+    def _data_of(self, message: Message) -> str | bytes | _Skip | None:
+        """A received message's text or bytes; ``None`` for the disconnect (its code
+        kept); ``_SKIP`` for anything else (nothing else is defined after the connect)."""
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        if kind == "websocket.disconnect":
+            self._peer_close = message.get("code", 1005)
+            return None
+        return _SKIP
 
     async def send(self, frames: Sequence[str]) -> None:
         # _emit's work with one try around the whole batch: a coroutine call less per
