@@ -104,6 +104,7 @@ from ._messages import (
     Ping,
     Pong,
     QueryOptions,
+    RecordId,
     Request,
     Response,
     Subscribe,
@@ -230,6 +231,10 @@ class Engine:
         self._now = 0.0
         self._wall = 0.0
         self._timestamp_of: tuple[int, str] = (-1, "")
+        #: ``_read_at_once`` answers only below this backlog: one frame more stays under
+        #: the high-water mark, so the answer changes nothing about reading (nor does
+        #: the run it stands for: ``requests_read_ahead`` is at least 2).
+        self._answer_at_once_below = self.limits.backlog_high_water - 1
 
     # --- public surface ----------------------------------------------------------
 
@@ -630,12 +635,74 @@ class Engine:
             return False
         if query is None:
             return False
+        if (
+            record_id is not None
+            and self.run_inline is not None
+            and not conn.runs
+            and not conn.paused
+            and conn.backlog < self._answer_at_once_below
+            and not self._feed
+        ):
+            self._read_at_once(conn, entity, options, message_id, record_id, query, schema)
+            return True
         run = read_run(conn, entity, options, message_id, record_id, query, schema)
         if self._pipeline.start_at_once(conn, run):
             self._read_storage(run, query, message_id)
         else:
             self._pipeline.receive(conn, run)  # queued: _start asks for its storage
         return True
+
+    def _read_at_once(
+        self,
+        conn: Connection,
+        entity: Entity,
+        options: QueryOptions,
+        message_id: MessageId,
+        record_id: RecordId,
+        query: ReadOne | ReadList,
+        schema: str | None,
+    ) -> None:
+        """A direct read by key of an idle connection, run through ``run_inline`` and,
+        when it finds its row, answered here: the one ``Send`` that the run, its start,
+        its ``StorageCompleted`` handled next, ``_succeed`` and ``Pipeline.finish`` would
+        produce, without them. The caller checked what makes that exact: nothing of the
+        connection runs or waits (so its answer goes out at once), reading is not paused
+        and the frame cannot reach the backlog's high-water mark (so neither the start
+        nor the answer changes reading), and no change waits to be routed (``_settle``
+        would route it between the message and the outcome, were the feed not paced;
+        the message's own step leaves no outcome before this one and no overflow, which
+        a ``Send`` before it would need). Anything else (the operation goes to the
+        threads, a failure, no row, an odd result, a frame that cannot be sent as it is)
+        continues as the run would have: started, its outcome handled next.
+        tests/core/test_fast_paths.py compares the two."""
+        self._next_id += 1
+        operation_id = self._next_id
+        assert self.run_inline is not None
+        outcome = self.run_inline(operation_id, query, message_id)
+        if type(outcome) is StorageCompleted and conn.state is _OPEN:
+            row = outcome.result
+            if type(row) is dict:
+                pipeline = self._pipeline
+                now = self._now = pipeline.now = outcome.now
+                wall = self._wall = now if outcome.wall is None else outcome.wall
+                known, timestamp = self._timestamp_of
+                if known != round(wall * 1000):  # _timestamp(), written out
+                    timestamp = self._timestamp()
+                try:
+                    frame = encode_success(message_id, row, _ONE_ROW, timestamp)
+                except Exception:
+                    frame = None
+                if frame is not None and len(frame) <= self.limits.max_reply_bytes:
+                    pipeline.send(conn, frame, _READ_SUCCESS)
+                    return
+        run = read_run(conn, entity, options, message_id, record_id, query, schema)
+        started = self._pipeline.start_at_once(conn, run)
+        assert started, "an idle connection starts a read at once"
+        self._storage_pending[operation_id] = run
+        if outcome is None:
+            self._out.append(_new_run_storage(operation_id, query, message_id))
+        else:
+            self._outcomes.append(outcome)
 
     @staticmethod
     def _request(run: Run) -> Request:

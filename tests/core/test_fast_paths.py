@@ -18,6 +18,8 @@
   at once and feeds the outcome next gets, in the same order; a ``Send.answers`` hint
   is what its frame answers; ``Engine.message_received`` and ``Engine.frames_written``
   return what ``handle()`` returns for the events they stand for.
+* A read by key of an idle connection that ``run_inline`` answers is answered in place
+  (``Engine._read_at_once``): the actions and flow-control state of the path it replaces.
 * ``quick_init`` builds the objects attrs' own ``__init__`` builds; ``quick_new`` and
   ``read_run`` build the objects the classes build.
 """
@@ -38,7 +40,7 @@ from hypothesis import strategies as st
 
 import wsspec_core as ws
 from wsspec_core._codec import OptionsCache, encode_success
-from wsspec_core._pipeline import Connection, ConnState
+from wsspec_core._pipeline import Connection, ConnState, read_run
 from wsspec_core._requests import RequestCompiler
 
 USERS = ws.Entity(
@@ -1191,3 +1193,209 @@ def test_a_read_run_inline_costs_no_storage_action() -> None:
         # The direct path (the second read) notes what its Send answers.
         assert actions[0].answers == (None if message_id == "a" else ("read", "success"))
     assert calls == ["a", "b"]
+
+
+# --- Engine._read_at_once: a read by key of an idle connection answered in place ---------
+
+at_once_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("one"), st.integers(0, 6)),
+        st.tuples(st.just("one"), st.integers(0, 6)),
+        st.tuples(st.just("one"), st.integers(0, 6)),
+        st.tuples(st.just("one"), st.sampled_from(["2", 2**40, 1.5, ""])),
+        st.tuples(st.just("list"), st.integers(1, 3)),
+        st.tuples(st.just("ping"), st.just(0)),
+        st.tuples(st.just("subscribe"), st.just(0)),
+        st.tuples(st.just("create"), st.integers(10, 12)),
+        st.tuples(st.just("written"), st.integers(1, 6)),
+        st.tuples(st.just("complete"), st.integers(0, 5)),
+        st.tuples(st.just("later"), st.floats(0.0, 0.01)),
+        st.tuples(st.just("close"), st.just(0)),
+    ),
+    min_size=10,
+    max_size=60,
+)
+
+
+def _play_at_once(
+    script: list[tuple[str, Any]], limits: ws.Limits, at_once: bool, inline: str
+) -> list[Any]:
+    """Play ``script`` against an engine whose adapter runs ``inline`` reads at once
+    through ``run_inline`` ("one": reads by key; "all": every read; "none"); writes wait
+    for a "complete" step. ``at_once=False`` turns ``_read_at_once`` off, so the same
+    reads take the path that queues their outcome. Key 4 fails, key 5 is not there; a
+    storage outcome is stamped ``later`` than its message (its own millisecond). Returns
+    every action and the engine's connection state after each step."""
+    registry = ws.EntityRegistry([USERS])
+    engine = ws.Engine(registry, limits=limits)
+    if not at_once:
+        # What _read_parsed did before _read_at_once: the run, started, its storage asked
+        # for through _read_storage (run_inline, the outcome queued and handled next).
+        pipeline = engine._pipeline
+
+        def start_and_queue(conn: Any, entity: Any, options: Any, *rest: Any) -> None:
+            message_id, record_id, query, schema = rest
+            run = read_run(conn, entity, options, message_id, record_id, query, schema)
+            assert pipeline.start_at_once(conn, run)
+            engine._read_storage(run, query, message_id)
+
+        engine._read_at_once = start_and_queue  # type: ignore[method-assign]
+    storage = ws.MemoryStorage(registry)
+    for i in range(4):
+        storage.execute(ws.Create(entity=USERS, rows=({"id": i, "name": f"u{i}", "status": "a"},)))
+    clock = {"now": 1000.0, "wall": 1_700_000_000.0, "later": 0.0}
+
+    def run(operation_id: int, operation: Any) -> ws.StorageCompleted | ws.StorageFailed:
+        now, wall = clock["now"] + clock["later"], clock["wall"] + clock["later"]
+        if isinstance(operation, ws.ReadOne) and operation.key == 4:
+            error = ws.StorageError(kind=ws.StorageErrorKind.OTHER, message="boom")
+            return ws.StorageFailed(operation_id=operation_id, error=error, now=now, wall=wall)
+        try:
+            result = storage.execute(operation)
+        except ws.StorageFailure as exc:  # a second create of the same key
+            return ws.StorageFailed(operation_id=operation_id, error=exc.error, now=now, wall=wall)
+        return ws.StorageCompleted(operation_id=operation_id, result=result, now=now, wall=wall)
+
+    def runs_inline(operation: Any) -> bool:
+        if isinstance(operation, ws.Create | ws.Update | ws.Delete):
+            return False
+        return inline == "all" or (inline == "one" and isinstance(operation, ws.ReadOne))
+
+    def run_inline(
+        operation_id: int, operation: Any, request_id: Any
+    ) -> ws.StorageCompleted | ws.StorageFailed | None:
+        return run(operation_id, operation) if runs_inline(operation) else None
+
+    engine.run_inline = run_inline
+    log: list[Any] = []
+    waiting: list[ws.RunStorage] = []
+    unwritten: dict[int, int] = {}
+
+    def feed(event: ws.Event) -> None:
+        queue = [event]
+        while queue:
+            event = queue.pop(0)
+            if isinstance(event, ws.MessageReceived):
+                actions = engine.message_received(
+                    event.connection_id, event.data, event.now, event.wall
+                )
+            else:
+                actions = engine.handle(event)
+            for action in actions:
+                if isinstance(action, ws.RunStorage):
+                    log.append(("storage", repr(action.operation), action.request_id))
+                    if runs_inline(action.operation):
+                        queue.append(run(action.operation_id, action.operation))
+                    else:
+                        waiting.append(action)
+                    continue
+                if isinstance(action, ws.Send):
+                    unwritten[action.connection_id] = unwritten.get(action.connection_id, 0) + 1
+                log.append(action)
+
+    cid = 1
+    feed(ws.ConnectionOpened(connection_id=cid, request=ws.RequestInfo(), **clock_of(clock)))
+    for n, (step, arg) in enumerate(script):
+        message: dict[str, Any] = {"id": n, "type": "request", "operation": "read"}
+        if step == "one":
+            message.update(entity="users", record_id=arg)
+        elif step == "list":
+            message.update(entity="users", options={"limit": arg})
+        elif step == "ping":
+            message = {"id": n, "type": "ping"}
+        elif step == "subscribe":
+            message = {"id": n, "type": "subscribe", "entity": "users"}
+        elif step == "create":
+            message.update(operation="create", entity="users", data={"id": arg, "name": "new"})
+        elif step == "written":
+            if unwritten.get(cid):
+                count = min(arg, unwritten[cid])
+                unwritten[cid] -= count
+                feed(ws.FramesWritten(connection_id=cid, count=count, **clock_of(clock)))
+            continue
+        elif step == "complete":
+            if waiting:
+                action = waiting.pop(arg % len(waiting))
+                feed(run(action.operation_id, action.operation))
+            continue
+        elif step == "later":
+            clock["later"] = arg
+            continue
+        else:  # close
+            feed(ws.ConnectionClosed(connection_id=cid, **clock_of(clock)))
+            cid += 1
+            opened = ws.ConnectionOpened(
+                connection_id=cid, request=ws.RequestInfo(), **clock_of(clock)
+            )
+            feed(opened)
+            continue
+        data = orjson.dumps(message).decode()
+        feed(ws.MessageReceived(connection_id=cid, data=data, **clock_of(clock)))
+        conn = engine._connections[cid]
+        log.append(("state", conn.backlog, conn.paused, conn.in_flight, len(conn.runs)))
+    while waiting:
+        action = waiting.pop(0)
+        feed(run(action.operation_id, action.operation))
+    return log
+
+
+def clock_of(clock: dict[str, float]) -> dict[str, float]:
+    return {"now": clock["now"], "wall": clock["wall"]}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    script=at_once_steps,
+    in_flight=st.integers(1, 3),
+    queued=st.integers(1, 2),
+    outbound=st.sampled_from([1024, 12, 8]),
+    inline=st.sampled_from(["one", "all", "none"]),
+)
+def test_reads_answered_at_once_do_what_their_queued_outcome_does(
+    script: list[tuple[str, Any]], in_flight: int, queued: int, outbound: int, inline: str
+) -> None:
+    """``Engine._read_at_once`` (a read by key of an idle connection, run through
+    ``run_inline`` and answered in place) causes exactly the actions, in order, and
+    leaves exactly the flow-control state, of the path it replaces, which starts the run
+    and queues its outcome to be handled next: through the backlog's high-water mark
+    (small ``outbound_queue``s, frames left unwritten), pauses, the shortest read-ahead
+    (``max_in_flight=1``, ``max_queued=1``), failures, rows not found, keys refused,
+    outcomes a millisecond after their message, reads the adapter declines, a write and
+    its notification in flight, and closes."""
+    if outbound < 2 * (in_flight + queued):
+        outbound = 2 * (in_flight + queued)
+    limits = ws.Limits(
+        keepalive_interval=None,
+        max_in_flight=in_flight,
+        max_queued=queued,
+        outbound_queue=outbound,
+    )
+    assert _play_at_once(script, limits, True, inline) == _play_at_once(
+        script, limits, False, inline
+    )
+
+
+def test_reads_by_key_of_an_idle_connection_are_answered_at_once() -> None:
+    """The common case takes the path: no ``Run`` is built for a read by key of an
+    idle connection whose row is found."""
+    registry = ws.EntityRegistry([USERS])
+    engine = ws.Engine(registry, limits=ws.Limits(keepalive_interval=None))
+    storage = ws.MemoryStorage(registry)
+    storage.execute(ws.Create(entity=USERS, rows=({"id": 1, "name": "a"},)))
+    engine.run_inline = lambda operation_id, operation, request_id: ws.StorageCompleted(
+        operation_id=operation_id, result=storage.execute(operation), now=1.0, wall=2.0
+    )
+    engine.handle(ws.ConnectionOpened(connection_id=1, request=ws.RequestInfo(), now=1.0))
+    read = {"type": "request", "operation": "read", "entity": "users", "record_id": 1}
+    engine.message_received(1, orjson.dumps({**read, "id": 0}).decode(), 1.0)  # compiles
+    built: list[Any] = []
+    real = ws._engine.read_run  # type: ignore[attr-defined]
+    try:
+        ws._engine.read_run = lambda *a: built.append(a) or real(*a)  # type: ignore[attr-defined]
+        for i in range(1, 4):
+            [send] = engine.message_received(1, orjson.dumps({**read, "id": i}).decode(), 1.0)
+            assert isinstance(send, ws.Send) and send.answers == ("read", "success")
+            assert orjson.loads(send.frame)["data"]["name"] == "a"
+    finally:
+        ws._engine.read_run = real  # type: ignore[attr-defined]
+    assert built == []
