@@ -6,7 +6,10 @@
    (ten rows), and a read by id (one row), the most common request. Baseline in the same
    run, its runs alternated with the engine's: the bare JSON round trip (orjson loads +
    dumps of the same frames), the floor any implementation pays; the ratio engine / floor
-   is the figure to compare across machines.
+   is the figure to compare across machines. The read by id once more, driven as the
+   server drives the engine for SQLite reads by key: the storage run inline
+   (``Engine.run_inline``) and the hot events through the entry points taking their
+   fields (``message_received``, ``frames_written``).
 2. Routing one change to ``N`` equality-filtered subscriptions on one entity, N = 100 and
    N = 100,000: time per routed change, and the ratio (target: at most 2x).
 3. Reads by id pipelined: 64 sent before any reply is read, so that most wait for
@@ -95,11 +98,44 @@ def _engine_run(core: Any, result: object) -> Callable[[list[str]], float]:
     return run
 
 
+def _engine_run_inline(core: Any, result: object) -> Callable[[list[str]], float]:
+    """A run of frames through one engine of ``core`` driven as the server drives it when
+    its storage answers a read at once (SQLite reads by key): ``run_inline`` builds the
+    ``StorageCompleted`` with a canned result, the entry points taking the hot events'
+    fields (``message_received``, ``frames_written``). A core without them (before
+    issue 11) is driven through ``handle`` as its server drove it."""
+    if not hasattr(core.Engine, "message_received"):
+        return _engine_run(core, result)
+    engine = _engine(core)
+    completed = core.StorageCompleted
+
+    def run_inline(operation_id: int, operation: object, request_id: object) -> object:
+        return completed(operation_id=operation_id, result=result, now=1.0, wall=1.0)
+
+    engine.run_inline = run_inline
+    message_received, frames_written, send_action = (
+        engine.message_received,
+        engine.frames_written,
+        core.Send,
+    )
+
+    def run(frames: list[str]) -> float:
+        start = time.perf_counter()
+        for frame in frames:
+            [send] = message_received(1, frame, 1.0, 1.0)
+            assert type(send) is send_action
+            frames_written(1, 1, 1.0, 1.0)
+        return time.perf_counter() - start
+
+    return run
+
+
 def _bench_frames(
     frames: list[str],
     result_of: Callable[[Any], object],
     response: dict[str, object],
     baseline: ModuleType | None = None,
+    engine_run: Callable[[Any, object], Callable[[list[str]], float]] = _engine_run,
 ) -> tuple[float, float, float | None]:
     """Requests/s through one engine (decode, handle, storage completion with
     ``result_of(core)``, the ``FramesWritten`` report), the bare JSON round trip of the
@@ -114,11 +150,11 @@ def _bench_frames(
         return time.perf_counter() - start
 
     runs: dict[str, Callable[[list[str]], float]] = {
-        "engine": _engine_run(ws, result_of(ws)),
+        "engine": engine_run(ws, result_of(ws)),
         "json": json_run,
     }
     if baseline is not None:
-        runs["baseline"] = _engine_run(baseline, result_of(baseline))
+        runs["baseline"] = engine_run(baseline, result_of(baseline))
     # Short runs of CHUNK frames, alternated, the best of each: on a shared machine they
     # all see the same spells of load, and some runs fall between them, so the ratios
     # move less than any one figure.
@@ -212,6 +248,29 @@ def read_by_id_figures(
         "timestamp": "2025-01-01T00:00:00.000Z",
     }
     return _bench_frames(frames, lambda core: ROWS[3], response, baseline)
+
+
+def read_by_id_inline_figures(
+    n: int = 20_000, baseline: ModuleType | None = None
+) -> tuple[float, float, float | None]:
+    """The read by id again, driven as the server drives the engine when the storage
+    answers reads by key at once (``_engine_run_inline``)."""
+    frames = _read_by_id_frames(n)
+    response = {
+        "id": "x",
+        "type": "response",
+        "success": True,
+        "data": ROWS[3],
+        "metadata": {"total": 1},
+        "timestamp": "2025-01-01T00:00:00.000Z",
+    }
+    return _bench_frames(frames, lambda core: ROWS[3], response, baseline, _engine_run_inline)
+
+
+def bench_read_by_id_inline(n: int = 20_000) -> tuple[float, float]:
+    """Requests/s of a read by id run inline and of its JSON floor (run_all.py)."""
+    engine, floor, _ = read_by_id_inline_figures(n)
+    return engine, floor
 
 
 #: Pipelined reads: requests a client sends before reading any reply (8 may run at once,
@@ -402,6 +461,11 @@ def main() -> None:
     print("FramesWritten report), against the bare orjson round trip of the same frames")
     _print_requests("list read, two filters, ten rows", *list_read_figures(baseline=baseline))
     _print_requests("read by id, one row", *read_by_id_figures(baseline=baseline))
+    _print_requests(
+        "read by id, storage run inline (Engine.run_inline and the hot events' entry points,"
+        " as the server runs SQLite reads by key)",
+        *read_by_id_inline_figures(baseline=baseline),
+    )
     engine, base = pipelined_figures(baseline)
     print(f"read by id, {PIPELINED} pipelined (most wait for max_in_flight)")
     print(f"  engine per request:{engine * 1e6:10.1f} us")

@@ -84,6 +84,16 @@ class ASGIWebSocket:
         if trio is not None and isinstance(owner, trio.MemoryReceiveChannel):
             self._channel = owner
             self.receive_nowait = self._take_nowait
+        elif (
+            self.buffered is not None
+            and type(getattr(owner, "read_paused", None)) is bool
+            and hasattr(getattr(owner, "transport", None), "resume_reading")
+        ):
+            # uvicorn's receive() is ``await queue.get()``, then resume_reading() once the
+            # queue is empty if it paused reading (it pauses after each message it
+            # queues): the same without the coroutines, for a message already queued.
+            self._uvicorn = owner
+            self.receive_nowait = self._take_from_uvicorn
 
     async def _emit(self, message: Message) -> None:
         try:
@@ -122,6 +132,22 @@ class ASGIWebSocket:
                 message = self._channel.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return None
+            data = self._data_of(message)
+            if not isinstance(data, _Skip):
+                self._ended = data is None
+                return data
+        return None
+
+    def _take_from_uvicorn(self) -> str | bytes | None:
+        """A message uvicorn has already queued, or ``None`` (none there; or the
+        disconnect, which receive() then reports): what its receive() does for it."""
+        protocol = self._uvicorn
+        queue = protocol.queue
+        while not self._ended and queue.qsize():
+            message = queue.get_nowait()
+            if protocol.read_paused and not queue.qsize():
+                protocol.read_paused = False
+                protocol.transport.resume_reading()
             data = self._data_of(message)
             if not isinstance(data, _Skip):
                 self._ended = data is None
