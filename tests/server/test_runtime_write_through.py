@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 from prometheus_client import generate_latest
-from wsserver_support import TIMEOUT, memory_app, wait_until
+from wsserver_support import TIMEOUT, demo_app, memory_app, wait_until
 from wsspec.runtime import TransportClosed
 from wsspec.runtime.metrics import (
     FOLD_AT,
@@ -32,8 +32,9 @@ INFO = RequestInfo(path="/ws", query="", headers=(), remote_address="127.0.0.1:1
 
 class FakeTransport:
     """A transport whose messages come from a trio channel the test feeds. ``mode``:
-    ``"nowait"`` offers receive_nowait(), ``"buffered"`` offers buffered(), ``"plain"``
-    neither. Records every send (frames, and whether the writer task made it) and close."""
+    ``"nowait"`` offers receive_nowait(), ``"buffered"`` offers buffered(), ``"both"`` both
+    (as uvicorn's does), ``"plain"`` neither. Records every send (frames, and whether the
+    writer task made it) and close."""
 
     def __init__(self, mode: str = "plain", buffer: int = 100) -> None:
         self.inbox, self._messages = trio.open_memory_channel[str](buffer)
@@ -43,9 +44,9 @@ class FakeTransport:
         self.gate: trio.Event | None = None
         self.fail = False
         self._in_send = False
-        if mode == "nowait":
+        if mode in ("nowait", "both"):
             self.receive_nowait = self._receive_nowait
-        elif mode == "buffered":
+        if mode in ("buffered", "both"):
             self.buffered = self._buffered
 
     async def accept(self) -> None:
@@ -285,4 +286,83 @@ async def test_a_scrape_sees_every_request_answered(tmp_path: Path) -> None:
             scraped = generate_latest(app.metrics.registry).decode()
             assert 'wsspec_requests_total{operation="ping",outcome="success"} 3.0' in scraped
             assert app.metrics.pending == []
+            await transport.inbox.aclose()
+
+
+@pytest.mark.parametrize("mode", ["nowait", "both"])
+async def test_reads_at_hand_share_a_read_hold_released_before_any_wait(
+    tmp_path: Path, mode: str
+) -> None:
+    """SQLite reads by key run inline for messages already at hand share one read
+    transaction (PeeweeStorage.hold_reads) from the second message of a batch; the reader
+    releases it before it awaits anything, so no other task runs inside it and the next
+    batch sees what was committed meanwhile. One message at a time never holds, nor,
+    where the transport counts what it holds (buffered()), a batch of two."""
+    import sqlite3
+
+    app = demo_app(tmp_path)
+    storage = app.storage
+    db_file = str(tmp_path / "test.db")
+    with sqlite3.connect(db_file) as db:
+        db.executemany("INSERT INTO users (id, name) VALUES (?, ?)", [(i, "a") for i in range(9)])
+    holding = [False]
+    calls: list[str] = []
+    real_hold, real_release = storage.hold_reads, storage.release_reads
+
+    def hold() -> None:
+        holding[0] = True
+        calls.append("hold")
+        real_hold()
+
+    def release() -> None:
+        holding[0] = False
+        calls.append("release")
+        real_release()
+
+    storage.hold_reads = hold  # type: ignore[method-assign]
+    storage.release_reads = release  # type: ignore[method-assign]
+
+    class Checked(FakeTransport):
+        async def receive(self) -> str | bytes | None:
+            assert not holding[0], "awaited a message while holding reads"
+            return await super().receive()
+
+        async def send(self, frames: Sequence[str]) -> None:
+            assert not holding[0], "wrote while holding reads"
+            await super().send(frames)
+
+    def read(n: int, key: int) -> str:
+        return json.dumps(
+            {"id": n, "type": "request", "operation": "read", "entity": "users", "record_id": key}
+        )
+
+    def names(start: int) -> list[str]:
+        replies = [json.loads(f) for frames, _ in transport.sends for f in frames][start:]
+        return [reply["data"]["name"] for reply in replies]
+
+    transport = Checked(mode)
+    with trio.fail_after(TIMEOUT):
+        async with app.running() as runtime, trio.open_nursery() as nursery:
+            nursery.start_soon(runtime.run_connection, transport, INFO)
+            await wait_until(lambda: app.connection_count == 1)
+            for n in range(3):  # one at a time: no hold
+                await transport.inbox.send(read(n, n))
+                await wait_until(lambda n=n: len(names(0)) == n + 1)
+            assert calls == []
+            for burst in range(3):
+                sent = len(names(0))
+                for n in range(9):  # arrive together
+                    transport.inbox.send_nowait(read(100 * burst + n, n))
+                await wait_until(lambda sent=sent: len(names(0)) == sent + 9)
+                # Committed by another connection between bursts: the next burst sees it.
+                assert names(sent) == [chr(ord("a") + burst)] * 9
+                with sqlite3.connect(db_file) as db:
+                    db.execute("UPDATE users SET name = ?", (chr(ord("a") + burst + 1),))
+            assert calls == ["hold", "release"] * 3
+            sent = len(names(0))
+            for n in range(2):
+                transport.inbox.send_nowait(read(900 + n, n))
+            await wait_until(lambda: len(names(0)) == sent + 2)
+            assert names(sent) == ["d", "d"]
+            assert calls == ["hold", "release"] * (3 if mode == "both" else 4)
             await transport.inbox.aclose()

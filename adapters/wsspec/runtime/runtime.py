@@ -106,6 +106,10 @@ CLOSE_TIMEOUT = 10.0
 SHUTDOWN_TIMEOUT = 30.0
 #: Most frames handed to a transport at once (one system call where it can).
 WRITE_BATCH = 64
+#: Messages at hand (this one included) from which the reader holds the storage's reads
+#: by key in one read transaction (PeeweeStorage.hold_reads): its BEGIN and COMMIT cost
+#: about what two reads save in it (docs/storage.md "Read holds").
+HOLD_READS_FROM = 3
 #: Seconds a call from another thread (App.connections, App.close_connections) waits for
 #: the event loop to run it; the loop answers in microseconds unless something blocks it.
 CALL_TIMEOUT = 30.0
@@ -289,6 +293,13 @@ class Runtime:
             # Reads the storage runs on the loop are run by the engine itself, in the
             # handle() call that asks for them: no RunStorage, no second event.
             self.engine.run_inline = self._run_inline
+        #: The storage's read holds (PeeweeStorage.hold_reads / release_reads), for the
+        #: reads it runs inline; None without either.
+        hold: Callable[[], None] | None = getattr(app.storage, "hold_reads", None)
+        release: Callable[[], None] | None = getattr(app.storage, "release_reads", None)
+        inline = getattr(self.engine, "run_inline", None) is not None
+        self._hold_reads = hold if inline and release is not None else None
+        self._release_reads = release if inline and release is not None else _nothing
         #: With a change feed: the change-log reader, and the writes whose completion
         #: wakes it (their log entries are there by then).
         self.tailer = (
@@ -936,9 +947,20 @@ class Runtime:
         clock = self._clock
         feed_message = self._feed_message
         wall_clock = time.time
+        # The reads by key the storage runs on this thread (inline) for the messages
+        # already at hand share one read transaction (PeeweeStorage.hold_reads): from the
+        # second message of a batch, released before anything is awaited, so that no read
+        # sees a state older than the moment its request was received, and no other task
+        # (another connection's reader) ever runs inside the hold.
+        hold_reads = self._hold_reads
+        release_reads = self._release_reads
+        holding = False
         try:
             while True:
                 if not conn.may_read.is_set():
+                    if holding:
+                        release_reads()
+                        holding = False
                     if outbound:
                         await self._write_through(conn)
                     # Not Event.wait() unconditionally: on a set event it still yields to
@@ -946,6 +968,9 @@ class Runtime:
                     await conn.may_read.wait()
                 data = receive_nowait() if receive_nowait is not None else None
                 if data is None:
+                    if holding:
+                        release_reads()
+                        holding = False
                     if outbound and (
                         buffered is None or len(outbound) >= WRITE_BATCH or not buffered()
                     ):
@@ -959,8 +984,22 @@ class Runtime:
                             # What the writer would have written had it run first.
                             await self._write_through(conn)
                         return
-                elif len(outbound) >= WRITE_BATCH:
-                    await self._write_through(conn)
+                else:
+                    if len(outbound) >= WRITE_BATCH:
+                        if holding:
+                            release_reads()
+                            holding = False
+                        await self._write_through(conn)
+                    # A hold costs two statements, so it pays from about three reads:
+                    # this message and at least two more at hand, where the transport
+                    # can tell (a transport without buffered() may hold for fewer).
+                    if (
+                        not holding
+                        and hold_reads is not None
+                        and (buffered is None or buffered() >= HOLD_READS_FROM - 1)
+                    ):
+                        hold_reads()
+                        holding = True
                 if not conn.closing:
                     now = clock()
                     # The text itself (labelled at the metrics' next fold) unless long.
@@ -972,6 +1011,9 @@ class Runtime:
                         conn.holding = False
         except _WriteFailed:
             return
+        finally:
+            if holding:
+                release_reads()
 
     async def _write_through(self, conn: Connection) -> None:
         """Write a batch of the queued frames from the reader's task, if the writer is idle
@@ -1051,6 +1093,10 @@ class Runtime:
 
 class _WriteFailed(Exception):
     """A write-through found the transport closed; the connection's scope is cancelled."""
+
+
+def _nothing() -> None:
+    """Release reads never held."""
 
 
 def _listed(conn: Connection) -> bool:
