@@ -26,6 +26,9 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from wsproto import WSConnection
+from wsproto.events import Message as WsprotoMessage
+
 from wsspec_core import RequestInfo
 
 from ..runtime import TransportClosed
@@ -92,8 +95,10 @@ class ASGIWebSocket:
             # uvicorn's receive() is ``await queue.get()``, then resume_reading() once the
             # queue is empty if it paused reading (it pauses after each message it
             # queues): the same without the coroutines, for a message already queued.
-            self._uvicorn = owner
+            self._uvicorn: Any = owner
             self.receive_nowait = self._take_from_uvicorn
+            if _joins_uvicorn_writes(owner, send):
+                self.send = self._send_joined  # type: ignore[method-assign]
 
     async def _emit(self, message: Message) -> None:
         try:
@@ -184,6 +189,32 @@ class ASGIWebSocket:
         except Exception:
             raise TransportClosed from None
 
+    async def _send_joined(self, frames: Sequence[str]) -> None:
+        """``send`` under uvicorn's wsproto protocol: what its ``send`` does for each
+        ``websocket.send`` (wait until the transport is writable, wsproto's frame for the
+        message, ``transport.write``), once for the whole batch, so the batch leaves with
+        one write (one system call) rather than one per frame. In any state but an open
+        connection (closing, closed, refused) each frame goes through uvicorn's own
+        ``send``, which decides."""
+        protocol = self._uvicorn
+        await protocol.writable.wait()
+        if (
+            protocol.disconnected
+            or protocol.close_sent
+            or protocol.response_started
+            or not protocol.handshake_complete
+        ):
+            await ASGIWebSocket.send(self, frames)
+            return
+        conn_send = protocol.conn.send
+        try:
+            output = b"".join([conn_send(WsprotoMessage(data=frame)) for frame in frames])
+        except Exception:  # wsproto's LocalProtocolError: the connection is closing
+            raise TransportClosed from None
+        transport = protocol.transport
+        if not transport.is_closing():
+            transport.write(output)
+
     async def close(self, code: int, reason: str) -> None:
         await self._emit({"type": "websocket.close", "code": code, "reason": reason})
 
@@ -194,6 +225,25 @@ class ASGIWebSocket:
 
     def closed_by_peer(self) -> str:
         return "dropped" if self._peer_close is None else f"code {self._peer_close}"
+
+
+def _joins_uvicorn_writes(protocol: Any, send: Send) -> bool:
+    """Whether ``send`` is uvicorn's wsproto protocol's, with the state its
+    ``websocket.send`` reads: then a batch of frames is written with one
+    ``transport.write`` (``ASGIWebSocket._send_joined``), as the trio transport joins its
+    writes (docs/server.md "How it runs"). A uvicorn without that state gets one
+    ``send`` per frame."""
+    return (
+        type(protocol).__module__ == "uvicorn.protocols.websockets.wsproto_impl"
+        and getattr(send, "__self__", None) is protocol
+        and getattr(send, "__name__", "") == "send"
+        and isinstance(getattr(protocol, "writable", None), asyncio.Event)
+        and isinstance(getattr(protocol, "conn", None), WSConnection)
+        and all(
+            type(getattr(protocol, name, None)) is bool
+            for name in ("disconnected", "close_sent", "response_started", "handshake_complete")
+        )
+    )
 
 
 def request_info(scope: Scope) -> RequestInfo:
