@@ -130,7 +130,9 @@ def compile_selection(
     * ``columns``: absent or empty -> every column in entity order; otherwise exactly the
       named columns in the order given, duplicates removed.  Unknown names, including
       relation names, are ``invalid_column`` (details ``{column}``).
-    * ``omit_columns`` are then removed (unknown names are ``invalid_column`` too).
+    * ``omit_columns`` are then removed (unknown names are ``invalid_column`` too). Removing
+      every column is ``invalid_options`` (details ``{omit_columns}``): a row of no
+      column cannot be selected.
     * ``preload[].relation`` is a relation name or a dotted path (``"posts.user"``); each
       segment must be a relation of the entity reached so far (``invalid_column``, details
       ``{relation}``).  Paths sharing a prefix are merged into one tree, in the order first
@@ -145,12 +147,19 @@ def compile_selection(
     else:
         columns = [c.name for c in entity.columns]
     omitted = set(_column_list(entity, options.omit_columns, "omit_columns entry"))
+    kept = tuple(c for c in columns if c not in omitted)
+    if not kept:
+        raise InvalidRequest(
+            "invalid_options",
+            f"omit_columns leaves no column of {entity.qualified_name} to return",
+            {"omit_columns": list(options.omit_columns)},
+        )
     roots: dict[str, _PreloadNode] = {}
     max_depth = limits.max_preload_depth if limits is not None else None
     for spec in options.preload:
         _add_preload(entity, spec, registry, roots, max_depth)
     return Selection(
-        columns=tuple(c for c in columns if c not in omitted),
+        columns=kept,
         preload=tuple(node.freeze() for node in roots.values()),
     )
 

@@ -83,6 +83,24 @@ def test_omit_columns(users: Entity, registry: EntityRegistry) -> None:
 @pytest.mark.parametrize(
     "options",
     [
+        QueryOptions(omit_columns=USER_COLUMNS),
+        QueryOptions(columns=("name", "id"), omit_columns=("id", "name", "id")),
+    ],
+)
+def test_omitting_every_column_is_refused(
+    users: Entity, registry: EntityRegistry, options: QueryOptions
+) -> None:
+    """A selection of no column cannot be read (it was ``SELECT FROM`` and an internal
+    storage error): the request is refused with what it omitted."""
+    error = error_of(compile_selection, users, options, registry)
+    assert error.code == "invalid_options"
+    assert error.details == {"omit_columns": list(options.omit_columns)}
+    assert "no column" in error.message
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
         QueryOptions(columns=("id", "nope")),
         QueryOptions(omit_columns=("nope",)),
         QueryOptions(columns=("posts",)),

@@ -357,7 +357,12 @@ def query_options(
         ).map(tuple),
         limit=st.one_of(st.none(), st.integers(0, max_limit)),
         offset=st.one_of(st.none(), st.integers(0, 20)),
-    )
+    ).filter(_keeps_a_column)
+
+
+def _keeps_a_column(options: QueryOptions) -> bool:
+    """``omit_columns`` leave a column of the selection (else ``invalid_options``)."""
+    return not options.columns or not set(options.columns) <= set(options.omit_columns)
 
 
 def message_ids() -> st.SearchStrategy[str | int]:
