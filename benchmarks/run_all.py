@@ -83,6 +83,10 @@ def run_core(settings: dict[str, Any]) -> dict[str, Any]:
     for name, bench in (
         ("list read, two filters, ten rows", bench_core.bench_requests),
         ("read by id, one row", bench_core.bench_read_by_id),
+        (
+            "read by id, storage run inline (as the server runs SQLite reads by key)",
+            bench_core.bench_read_by_id_inline,
+        ),
     ):
         engine, floor = bench(settings["requests"])
         figures[name] = {
