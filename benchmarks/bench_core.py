@@ -235,10 +235,12 @@ def _read_by_id_frames(n: int) -> list[str]:
 
 
 def read_by_id_figures(
-    n: int = 20_000, baseline: ModuleType | None = None
+    n: int = 20_000,
+    baseline: ModuleType | None = None,
+    engine_run: Callable[[Any, object], Callable[[list[str]], float]] = _engine_run,
 ) -> tuple[float, float, float | None]:
-    """A read by id (the most common request), answered with one row."""
-    frames = _read_by_id_frames(n)
+    """A read by id (the most common request), answered with one row; ``engine_run``
+    drives the engine (through ``handle()``, or as the server does for SQLite)."""
     response = {
         "id": "x",
         "type": "response",
@@ -247,7 +249,9 @@ def read_by_id_figures(
         "metadata": {"total": 1},
         "timestamp": "2025-01-01T00:00:00.000Z",
     }
-    return _bench_frames(frames, lambda core: ROWS[3], response, baseline)
+    return _bench_frames(
+        _read_by_id_frames(n), lambda core: ROWS[3], response, baseline, engine_run
+    )
 
 
 def read_by_id_inline_figures(
@@ -255,16 +259,7 @@ def read_by_id_inline_figures(
 ) -> tuple[float, float, float | None]:
     """The read by id again, driven as the server drives the engine when the storage
     answers reads by key at once (``_engine_run_inline``)."""
-    frames = _read_by_id_frames(n)
-    response = {
-        "id": "x",
-        "type": "response",
-        "success": True,
-        "data": ROWS[3],
-        "metadata": {"total": 1},
-        "timestamp": "2025-01-01T00:00:00.000Z",
-    }
-    return _bench_frames(frames, lambda core: ROWS[3], response, baseline, _engine_run_inline)
+    return read_by_id_figures(n, baseline, _engine_run_inline)
 
 
 def bench_read_by_id_inline(n: int = 20_000) -> tuple[float, float]:
