@@ -308,11 +308,19 @@ def _pipelined_run(core: Any) -> Callable[[], float]:
 def pipelined_figures(baseline: ModuleType | None = None) -> tuple[float, float | None]:
     """Seconds per pipelined read by id, in this engine and in a ``baseline`` core's,
     their runs alternated, the best of each."""
-    runs = {"engine": _pipelined_run(ws)}
+    return _best_alternated(_pipelined_run, baseline, RUNS * 40)
+
+
+def _best_alternated(
+    make_run: Callable[[Any], Callable[[], float]], baseline: ModuleType | None, rounds: int
+) -> tuple[float, float | None]:
+    """The best of ``rounds`` runs of ``make_run(ws)`` and, if given, of
+    ``make_run(baseline)``, their runs alternated."""
+    runs = {"engine": make_run(ws)}
     if baseline is not None:
-        runs["baseline"] = _pipelined_run(baseline)
+        runs["baseline"] = make_run(baseline)
     best = dict.fromkeys(runs, float("inf"))
-    for _ in range(RUNS * 40):
+    for _ in range(rounds):
         for name, run in runs.items():
             best[name] = min(best[name], run())
     return best["engine"], best["baseline"] if baseline is not None else None
@@ -371,14 +379,7 @@ def _fanout_run(core: Any) -> Callable[[], float]:
 def fanout_figures(baseline: ModuleType | None = None) -> tuple[float, float | None]:
     """Seconds per notification of one change to 1,000 subscribers, in this engine and
     in a ``baseline`` core's, their runs alternated, the best of each."""
-    runs = {"engine": _fanout_run(ws)}
-    if baseline is not None:
-        runs["baseline"] = _fanout_run(baseline)
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(RUNS * 2):
-        for name, run in runs.items():
-            best[name] = min(best[name], run())
-    return best["engine"], best["baseline"] if baseline is not None else None
+    return _best_alternated(_fanout_run, baseline, RUNS * 2)
 
 
 def bench_routing(subscriptions: int, changes: int = 2_000) -> float:

@@ -257,6 +257,12 @@ class Engine:
         {HookType.BEFORE_HANDLE, HookType.BEFORE_READ, HookType.AFTER_READ}
     )
 
+    def _no_read_hooks(self) -> bool:
+        """Whether no hook a read runs is registered (connection hooks, say, are no
+        business of a read's): then reads take the direct paths."""
+        hooks = self._hook_types
+        return not hooks or hooks.keys().isdisjoint(self._read_hook_types)
+
     @property
     def connection_count(self) -> int:
         """Connections accepted and not yet closed."""
@@ -580,9 +586,7 @@ class Engine:
         if len(data) * 4 > limit and size_in_bytes(data, limit) > limit:
             self._close(conn, CLOSE_MESSAGE_TOO_BIG, "message too big")
             return
-        hooks = self._hook_types
-        # No hook a read would run (connection hooks, say, are no business of a read's).
-        plain = not hooks or hooks.keys().isdisjoint(self._read_hook_types)
+        plain = self._no_read_hooks()
         options_cache = self._compiler.options_cache
         try:
             parsed = _loads(data)
@@ -684,12 +688,9 @@ class Engine:
             if type(row) is dict:
                 pipeline = self._pipeline
                 now = self._now = pipeline.now = outcome.now
-                wall = self._wall = now if outcome.wall is None else outcome.wall
-                known, timestamp = self._timestamp_of
-                if known != round(wall * 1000):  # _timestamp(), written out
-                    timestamp = self._timestamp()
+                self._wall = now if outcome.wall is None else outcome.wall
                 try:
-                    frame = encode_success(message_id, row, _ONE_ROW, timestamp)
+                    frame = encode_success(message_id, row, _ONE_ROW, self._timestamp())
                 except Exception:
                     frame = None
                 if frame is not None and len(frame) <= self.limits.max_reply_bytes:
@@ -873,9 +874,7 @@ class Engine:
         (``_encode_response`` then answers with the error)."""
         message_id = run.message_id
         assert message_id is not None
-        known, timestamp = self._timestamp_of
-        if known != round(self._wall * 1000):  # _timestamp(), written out
-            timestamp = self._timestamp()
+        timestamp = self._timestamp()
         try:
             frame = encode_success(message_id, data, metadata, timestamp)
         except Exception:
@@ -1006,8 +1005,7 @@ class Engine:
         if run.message is None:
             # A read from _read_parsed that had to wait its turn. Still no hook a read
             # runs: all the steps below would do is ask for its storage operation.
-            hooks = self._hook_types
-            if not hooks or hooks.keys().isdisjoint(self._read_hook_types):
+            if self._no_read_hooks():
                 assert run.message_id is not None
                 self._read_storage(run, run.key, run.message_id)
                 return
@@ -1088,10 +1086,9 @@ class Engine:
         run = self._storage_pending.pop(event.operation_id)
         query = run.key
         kind = type(query)
-        hooks = self._hook_types
         if (
             (kind is ReadOne or kind is ReadList)
-            and (not hooks or hooks.keys().isdisjoint(self._read_hook_types))
+            and self._no_read_hooks()
             and run.conn.state is ConnState.OPEN
         ):
             # A read answered with a result of the documented shape, no hook a read runs

@@ -521,6 +521,30 @@ def _play(
     ]
 
 
+def _with_unique_ids(script: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``script`` with request ids unique within it (they say which odd result each
+    read gets)."""
+    return [
+        (
+            (step, ({**arg[0], "id": f"{arg[0]['id']}-{n}"}, arg[1]))
+            if step == "send"
+            else (step, arg)
+        )
+        for n, (step, arg) in enumerate(script)
+    ]
+
+
+def _script_limits(in_flight: int, rate_limited: bool) -> ws.Limits:
+    """The limits the direct-path scripts are played with."""
+    return ws.Limits(
+        keepalive_interval=None,
+        max_in_flight=in_flight,
+        max_reply_bytes=4000,
+        rate_limit=1.0 if rate_limited else None,
+        rate_burst=3,
+    )
+
+
 read_messages = st.builds(
     lambda n, rid, opts: {
         "id": f"r{n}",
@@ -571,22 +595,8 @@ def test_the_direct_read_path_does_what_the_general_path_does(
     skip each hook step, as there is no hook for it): pipelined beyond
     ``max_in_flight``, completed out of order, rate limited, with mistakes and with odd
     storage results."""
-    # Request ids unique within the script (they say which odd result each one gets).
-    script = [
-        (
-            (step, ({**arg[0], "id": f"{arg[0]['id']}-{n}"}, arg[1]))
-            if step == "send"
-            else (step, arg)
-        )
-        for n, (step, arg) in enumerate(script)
-    ]
-    limits = ws.Limits(
-        keepalive_interval=None,
-        max_in_flight=in_flight,
-        max_reply_bytes=4000,
-        rate_limit=1.0 if rate_limited else None,
-        rate_burst=3,
-    )
+    script = _with_unique_ids(script)
+    limits = _script_limits(in_flight, rate_limited)
     hooks = ws.HookRegistry()
     hooks.register(other, lambda ctx: None)  # no read runs it
     general = _play(hooks, script, limits, general=True)
@@ -878,21 +888,8 @@ def test_reads_from_the_parsed_frame_do_what_decoded_reads_do(
     order, failed, with odd storage results, a hook registered while reads run (their
     after-hooks then run, as for a decoded read), an entity registered that makes a name
     ambiguous, and the connection closed and opened again."""
-    script = [
-        (
-            (step, ({**arg[0], "id": f"{arg[0]['id']}-{n}"}, arg[1]))
-            if step == "send"
-            else (step, arg)
-        )
-        for n, (step, arg) in enumerate(script)
-    ]
-    limits = ws.Limits(
-        keepalive_interval=None,
-        max_in_flight=in_flight,
-        max_reply_bytes=4000,
-        rate_limit=1.0 if rate_limited else None,
-        rate_burst=3,
-    )
+    script = _with_unique_ids(script)
+    limits = _script_limits(in_flight, rate_limited)
     assert _play_parsed(script, limits, parsed=True) == _play_parsed(script, limits, parsed=False)
 
 

@@ -88,7 +88,7 @@ from .metrics import (
     request_label,
     response_label,
 )
-from .storage_lanes import Outcome, StorageLanes, execute, execute_operation
+from .storage_lanes import Outcome, StorageLanes, execute_operation
 from .tailer import tailer_for
 
 if TYPE_CHECKING:
@@ -686,21 +686,8 @@ class Runtime:
             # what lanes.submit() and _report_storage() do for it, without their calls,
             # the outcome list, and the started-at entry. Its event is queued behind the
             # current actions, as feed() would queue it: this runs inside feed().
-            clock = self._clock
-            started = clock()
-            operation_id, result, error = execute(lanes.storage, action)
-            now = clock()
-            self._storage_pending.append((type(operation), now - started, error is not None))
-            if len(self._storage_pending) >= FOLD_AT:
-                self.metrics.fold()
             self._pending.append(
-                StorageCompleted(
-                    operation_id=operation_id, result=result, now=now, wall=time.time()
-                )
-                if error is None
-                else StorageFailed(
-                    operation_id=operation_id, error=error, now=now, wall=time.time()
-                )
+                self._execute_inline(action.operation_id, operation, action.request_id)
             )
             return
         self._storage_started[action.operation_id] = (self._clock(), type(operation))
@@ -719,9 +706,17 @@ class Runtime:
         lanes = self.lanes
         if lanes.read_threads and not lanes.never_blocks(operation):
             return None
+        return self._execute_inline(operation_id, operation, request_id)
+
+    def _execute_inline(
+        self, operation_id: int, operation: StorageOperation, request_id: MessageId | None
+    ) -> StorageCompleted | StorageFailed:
+        """Run a storage operation on the loop: its latency noted for the metrics, its
+        outcome as the event the lanes would have reported."""
         clock = self._clock
         started = clock()
-        _, result, error = execute_operation(lanes.storage, operation_id, operation, request_id)
+        storage = self.lanes.storage
+        _, result, error = execute_operation(storage, operation_id, operation, request_id)
         now = clock()
         stored = self._storage_pending
         stored.append((type(operation), now - started, error is not None))
